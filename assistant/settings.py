@@ -1,0 +1,123 @@
+"""One typed settings object for the whole app.
+
+Built once at start-up (``Settings()`` reads ``EGAKI_*`` environment variables and an
+optional ``.env``) and passed down; nothing deeper in the code reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from platformdirs import user_data_path
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineName = Literal["diffusers", "a1111", "comfyui", "fake"]
+DeviceName = Literal["auto", "cuda", "mps", "cpu"]
+DtypeName = Literal["auto", "float16", "bfloat16", "float32"]
+DecoderName = Literal["full", "tiny"]
+
+
+def _default_data_dir() -> Path:
+    return user_data_path("egaki", appauthor=False)
+
+
+class Settings(BaseSettings):
+    """Everything a user can configure. Each field maps to ``EGAKI_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EGAKI_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- storage ---------------------------------------------------------------------
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where images, the ledger, chat history and caches live.",
+    )
+
+    # --- language models (Ollama) --------------------------------------------------------
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434", description="Base URL of the Ollama server."
+    )
+    chat_model: str = Field(
+        "qwen3-vl:8b", description="Ollama model that chats and calls tools (vision+tools)."
+    )
+    vision_model: str = Field(
+        "", description="Ollama model for image captions; empty means use chat_model."
+    )
+    embed_model: str = Field("nomic-embed-text", description="Ollama model for ledger search.")
+    ollama_timeout_s: float = Field(300.0, gt=0, description="Per-request timeout for Ollama.")
+    auto_pull: bool = Field(
+        False, description="Pull a missing model without asking (the chat still shows progress)."
+    )
+
+    # --- image engine ------------------------------------------------------------------
+    image_engine: EngineName = Field("diffusers", description="Which image backend to use.")
+    image_model: str = Field(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        description="Hugging Face id, local diffusers folder, or checkpoint name/path.",
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Folder of checkpoints (e.g. an A1111 'models/Stable-diffusion').",
+    )
+    lora_dir: Path | None = Field(None, description="Folder of LoRAs (e.g. A1111 'models/Lora').")
+    device: DeviceName = Field("auto", description="Torch device for diffusers.")
+    dtype: DtypeName = Field("auto", description="Torch dtype; auto = fp16 on CUDA, fp32 on CPU.")
+    attention_slicing: bool = Field(False, description="Lower memory, slightly slower.")
+    vae_tiling: bool = Field(False, description="Decode large images in tiles.")
+    cpu_offload: bool = Field(False, description="Keep weights on CPU until used (small GPUs).")
+    fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
+    decoder: DecoderName = Field("full", description="VAE for final images: full or tiny.")
+    tiny_vae_model: str = Field("madebyollin/taesd", description="Tiny autoencoder (TAESD).")
+    unload_ollama_before_image: bool = Field(
+        False, description="Ask Ollama to free GPU memory before each image job."
+    )
+    a1111_url: str = Field("http://127.0.0.1:7860", description="AUTOMATIC1111 API base URL.")
+    comfyui_url: str = Field("http://127.0.0.1:8188", description="ComfyUI base URL.")
+
+    # --- privacy / serving ---------------------------------------------------------------
+    offline: bool = Field(False, description="Never contact the model hub; local files only.")
+    host: str = Field("127.0.0.1", description="Address the web chat binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the web chat listens on.")
+    auth_password: str = Field(
+        "", description="Password for the chat; required when host is not loopback."
+    )
+    language: Literal["auto", "en", "ja"] = Field(
+        "auto", description="UI language; auto follows the browser."
+    )
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if "://" not in v:
+            v = "http://" + v
+        return v
+
+    @property
+    def effective_vision_model(self) -> str:
+        return self.vision_model or self.chat_model
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def ensure_dirs(self) -> None:
+        for d in (self.data_dir, self.images_dir, self.cache_dir):
+            d.mkdir(parents=True, exist_ok=True)
