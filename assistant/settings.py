@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
     decoder: DecoderName = Field("full", description="VAE for final images: full or tiny.")
     tiny_vae_model: str = Field("madebyollin/taesd", description="Tiny autoencoder (TAESD).")
+    hf_cache_dir: Path | None = Field(
+        None, description="Hugging Face hub cache for image models; empty = the HF default."
+    )
     unload_ollama_before_image: bool = Field(
         False, description="Ask Ollama to free GPU memory before each image job."
     )

@@ -1,0 +1,168 @@
+"""One chat's state and turn handling, independent of Chainlit.
+
+The UI layer implements :class:`ChatUI` (send text, stream tokens, ask yes/no, show
+progress) and forwards events here. Keeping this free of Chainlit lets tests drive a
+whole conversation with a fake UI and a fake (or wire-faked) model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.tools import BaseTool
+
+from assistant.agent import ChatAgent
+from assistant.errors import EgakiError, ModelMissing, OllamaUnavailable
+from assistant.i18n import detect_language, t
+from assistant.ollama_gateway import (
+    CONNECTION_ERRORS,
+    ModelStatus,
+    OllamaGateway,
+    PullProgress,
+    unavailable,
+)
+from assistant.settings import Settings
+from prompts.loader import render
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 20_000
+ModelFactory = Callable[[str], BaseChatModel]
+
+
+class ChatUI(Protocol):
+    """What a conversation needs from the front end."""
+
+    async def say(self, text: str) -> None: ...
+    async def stream_token(self, token: str) -> None: ...
+    async def end_stream(self) -> None: ...
+    async def confirm_pull(self, model: str, lang: str) -> bool: ...
+    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None: ...
+
+
+def ollama_chat_model(settings: Settings) -> ModelFactory:
+    """Factory for the real chat model, talking to Ollama through langchain-ollama."""
+
+    def make(model: str) -> BaseChatModel:
+        from langchain_ollama import ChatOllama
+
+        return ChatOllama(
+            model=model,
+            base_url=settings.ollama_host,
+            client_kwargs={"timeout": settings.ollama_timeout_s},
+        )
+
+    return make
+
+
+class Conversation:
+    """A single chat: language, history and whether the model is ready."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: OllamaGateway,
+        model_factory: ModelFactory,
+        tools: Sequence[BaseTool] = (),
+        browser_lang: str = "en",
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.model_factory = model_factory
+        self.tools = list(tools)
+        self.lang = detect_language("", fallback=browser_lang)
+        self.history: list[BaseMessage] = []
+        self.status: ModelStatus | None = None
+        self._agent: ChatAgent | None = None
+        self._told_no_tools = False
+
+    @property
+    def ready(self) -> bool:
+        return self._agent is not None
+
+    async def start(self, ui: ChatUI) -> None:
+        """Greet, then check the chat model (offering a pull if it's missing)."""
+        await ui.say(t("welcome", self.lang))
+        await self.ensure_model(ui)
+
+    async def ensure_model(self, ui: ChatUI) -> bool:
+        """Make the chat model usable; tell the user what to do when it isn't."""
+        model = self.settings.chat_model
+        try:
+            try:
+                self.status = await self.gateway.status(model)
+            except ModelMissing:
+                if not (self.settings.auto_pull or await ui.confirm_pull(model, self.lang)):
+                    await ui.say(t("model_missing_hint", self.lang, model=model))
+                    return False
+
+                async def report(p: PullProgress) -> None:
+                    await ui.pull_progress(model, p, self.lang)
+
+                await self.gateway.pull(model, report)
+                await ui.say(t("pull_done", self.lang, model=model))
+                self.status = await self.gateway.status(model)
+        except EgakiError as err:
+            self._agent = None
+            await ui.say(err.localized(self.lang))
+            return False
+        tools = self.tools if self.status.tools else []
+        if self.tools and not tools and not self._told_no_tools:
+            self._told_no_tools = True
+            await ui.say(t("no_tools", self.lang, model=model))
+        self._agent = ChatAgent(self.model_factory(model), tools, self._system_prompt())
+        return True
+
+    def _system_prompt(self) -> str:
+        return render("system.md", language="Japanese" if self.lang == "ja" else "English")
+
+    async def on_message(self, text: str, ui: ChatUI) -> None:
+        """Handle one user message end to end; never raises for expected failures."""
+        text = (text or "").strip()
+        if not text:
+            await ui.say(t("empty_message", self.lang))
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            await ui.say(t("too_long", self.lang, size=len(text), limit=MAX_MESSAGE_CHARS))
+            return
+        lang = detect_language(text, fallback=self.lang)
+        if lang != self.lang:
+            self.lang = lang
+            self._agent = None  # rebuild with the system prompt in the new language
+        if not self.ready and not await self.ensure_model(ui):
+            return
+        assert self._agent is not None
+        user = HumanMessage(text)
+        try:
+            turn = await self._agent.respond([*self.history, user], ui.stream_token)
+        except CONNECTION_ERRORS as err:
+            await ui.end_stream()
+            self._agent = None  # re-check on the next message: recovers when Ollama is back
+            log.info("Ollama failed during a turn: %r", err)
+            down = await self._still_up()
+            await ui.say(
+                t("stream_broken", self.lang, error=type(err).__name__)
+                if down is None
+                else down.localized(self.lang)
+            )
+            return
+        await ui.end_stream()
+        self.history.append(user)
+        self.history.extend(turn.messages)
+
+    async def _still_up(self) -> OllamaUnavailable | None:
+        """None when Ollama answers (the stream broke), else the 'unreachable' error."""
+        try:
+            await self.gateway.installed()
+        except OllamaUnavailable as err:
+            return err
+        except Exception:  # pragma: no cover - any other answer means it's up
+            return None
+        return None
+
+
+__all__ = ["ChatUI", "Conversation", "ollama_chat_model", "unavailable"]

@@ -1,0 +1,139 @@
+"""Chainlit handlers: the only module that imports chainlit.
+
+Thin on purpose: each handler forwards to a :class:`Conversation` and renders what it
+asks for. Run with ``egaki run`` (which calls ``chainlit run`` on this file).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+import chainlit as cl
+
+from assistant.conversation import Conversation, ollama_chat_model
+from assistant.errors import EgakiError
+from assistant.i18n import t
+from assistant.ollama_gateway import OllamaGateway, PullProgress
+from assistant.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = Settings()
+GATEWAY = OllamaGateway(SETTINGS)
+
+
+if SETTINGS.auth_password:
+    # Required by `egaki run` whenever the chat is bound to a non-loopback address.
+    @cl.password_auth_callback
+    async def password_auth(username: str, password: str) -> cl.User | None:
+        if hmac.compare_digest(password.encode(), SETTINGS.auth_password.encode()):
+            return cl.User(identifier=username or "egaki", metadata={"provider": "password"})
+        return None
+
+
+def progress_bar(fraction: float, width: int = 20) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+class ChainlitUI:
+    """Implements :class:`assistant.conversation.ChatUI` with Chainlit messages."""
+
+    def __init__(self) -> None:
+        self._stream: cl.Message | None = None
+        self._progress: cl.Message | None = None
+        self._last_progress = 0.0
+
+    async def say(self, text: str) -> None:
+        await cl.Message(content=text).send()
+
+    async def stream_token(self, token: str) -> None:
+        if self._stream is None:
+            self._stream = cl.Message(content="")
+        await self._stream.stream_token(token)
+
+    async def end_stream(self) -> None:
+        if self._stream is not None:
+            await self._stream.send()
+            self._stream = None
+
+    async def confirm_pull(self, model: str, lang: str) -> bool:
+        res = await cl.AskActionMessage(
+            content=t("model_missing", lang, model=model),
+            actions=[
+                cl.Action(name="pull", payload={"pull": True},
+                          label=t("pull_button", lang, model=model)),
+                cl.Action(name="skip", payload={"pull": False}, label=t("cancel_button", lang)),
+            ],
+            timeout=600,
+        ).send()
+        return bool(res and res.get("payload", {}).get("pull"))
+
+    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None:
+        now = time.monotonic()
+        done = progress.status == "success"
+        if self._progress is not None and not done and now - self._last_progress < 0.25:
+            return  # throttle: the bar moves smoothly without flooding the socket
+        self._last_progress = now
+        text = f"{t('pulling', lang, model=model)}\n\n`{progress_bar(progress.fraction)}` "
+        if progress.total:
+            text += f"{progress.fraction:.0%} ({_gb(progress.completed)} / {_gb(progress.total)})"
+        else:
+            text += progress.status
+        if self._progress is None:
+            self._progress = cl.Message(content=text)
+            await self._progress.send()
+        else:
+            self._progress.content = text
+            await self._progress.update()
+
+
+def _conversation() -> Conversation:
+    conv = cl.user_session.get("conversation")
+    if conv is None:
+        conv = Conversation(
+            SETTINGS,
+            GATEWAY,
+            ollama_chat_model(SETTINGS),
+            browser_lang=getattr(cl.context.session, "language", None) or "en",
+        )
+        cl.user_session.set("conversation", conv)
+    return conv
+
+
+@cl.set_starters
+async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
+    if (language or "").startswith("ja"):
+        return [
+            cl.Starter(label="ビーチバレーの写真", message="ビーチバレーの写真を作りたい"),
+            cl.Starter(label="夜の東京の街並み", message="雨上がりの夜の東京の路地を描いて"),
+            cl.Starter(label="写真からプロンプト", message="この写真をプロンプトにして"),
+        ]
+    return [
+        cl.Starter(label="Beach volleyball photo", message="I want a beach volleyball photo"),
+        cl.Starter(label="Cozy reading nook", message="A cozy reading nook on a rainy day"),
+        cl.Starter(label="Photo → prompt", message="Describe my photo as a prompt"),
+    ]
+
+
+@cl.on_chat_start
+async def on_chat_start() -> None:
+    await _conversation().start(ChainlitUI())
+
+
+@cl.on_message
+async def on_message(message: cl.Message) -> None:
+    conv = _conversation()
+    try:
+        await conv.on_message(message.content, ChainlitUI())
+    except EgakiError as err:
+        await cl.Message(content=err.localized(conv.lang)).send()
+    except Exception as err:  # the UI is the one place that catches everything
+        log.exception("Unexpected error in a chat turn")
+        await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()

@@ -1,0 +1,103 @@
+"""The real app (``egaki run``) driven over Chainlit's socket.io, against the fake Ollama."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.chainlit_client import AppProcess, ChatClient
+from tests.fake_ollama import FakeOllama, Reply
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[FakeOllama]:
+    with FakeOllama(pull_delay=0.05) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def app(ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    data = tmp_path_factory.mktemp("appdata")
+    env = {
+        "EGAKI_DATA_DIR": str(data),
+        "EGAKI_OLLAMA_HOST": ollama.url,
+        "EGAKI_OFFLINE": "1",
+        "EGAKI_IMAGE_ENGINE": "fake",
+    }
+    with AppProcess(env) as proc:
+        yield proc
+
+
+@pytest.fixture(autouse=True)
+def _fresh(ollama: FakeOllama) -> None:
+    if not ollama.running:
+        ollama.start()
+    ollama.clear()
+
+
+async def test_serves_http_200_on_loopback(app: AppProcess) -> None:
+    assert app.url.startswith("http://127.0.0.1:")
+    resp = httpx.get(app.url)
+    assert resp.status_code == 200 and "<html" in resp.text.lower()
+    print(f"app started in {app.started_in_s:.1f} s")
+
+
+async def test_message_gets_streamed_answer(app: AppProcess, ollama: FakeOllama) -> None:
+    client = await ChatClient(app.url).connect()
+    try:
+        await client.wait_text("GO")  # welcome
+        ollama.enqueue(Reply("What mood do you want for the cat picture?", delay=0.01))
+        await client.send("a cat on a roof")
+        text = await client.wait_text("cat picture?")
+        assert text == "What mood do you want for the cat picture?"
+        assert client.count("stream_token") >= 5
+        assert ollama.last_chat()["messages"][-1]["content"] == "a cat on a roof"
+    finally:
+        await client.close()
+
+
+async def test_ollama_absent_gives_actionable_error_then_recovers(
+    app: AppProcess, ollama: FakeOllama
+) -> None:
+    ollama.stop()
+    client = await ChatClient(app.url, language="ja-JP").connect()
+    try:
+        await client.wait_text("ollama serve")
+        await client.send("猫の絵を描いて")
+        await client.wait_for(
+            lambda c: sum("ollama serve" in t for t in c.texts()) >= 2, timeout=20
+        )
+        assert any("接続できません" in t for t in client.texts())
+        assert "Traceback" not in "".join(client.texts())
+        ollama.start()
+        ollama.enqueue(Reply("はい、どんな雰囲気にしますか？"))
+        await client.send("もう一度")
+        await client.wait_text("どんな雰囲気")
+    finally:
+        await client.close()
+
+
+async def test_missing_model_offers_pull_with_live_progress(
+    app: AppProcess, ollama: FakeOllama
+) -> None:
+    ollama.remove_model("qwen3-vl:8b")
+    client = await ChatClient(app.url).connect()
+    client.answer_ask = lambda spec, actions: next(a for a in actions if a["name"] == "pull")
+    try:
+        await client.wait_text("is ready", timeout=30)
+        updates = [d for e, d in client.events if e == "update_message" and "▰" in d["output"]]
+        assert len(updates) >= 2
+        assert ollama.find("qwen3-vl:8b") is not None
+    finally:
+        await client.close()
+
+
+def test_app_log_has_no_outbound_or_traceback(app: AppProcess) -> None:
+    log = app.log()
+    assert "Traceback" not in log, log
+    assert Path(app.log_path).exists()

@@ -1,0 +1,165 @@
+"""A whole conversation against the wire-faked Ollama, with a recording fake UI."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.tools import tool
+
+from assistant.conversation import MAX_MESSAGE_CHARS, Conversation, ollama_chat_model
+from assistant.ollama_gateway import OllamaGateway, PullProgress
+from assistant.settings import Settings
+from tests.fake_ollama import FakeModel, FakeOllama, Reply
+
+
+class FakeUI:
+    def __init__(self, accept_pull: bool = True) -> None:
+        self.said: list[str] = []
+        self.tokens: list[str] = []
+        self.streams: list[str] = []
+        self.progress: list[PullProgress] = []
+        self.accept_pull = accept_pull
+        self.asked: list[str] = []
+
+    async def say(self, text: str) -> None:
+        self.said.append(text)
+
+    async def stream_token(self, token: str) -> None:
+        self.tokens.append(token)
+
+    async def end_stream(self) -> None:
+        if self.tokens:
+            self.streams.append("".join(self.tokens))
+        self.tokens = []
+
+    async def confirm_pull(self, model: str, lang: str) -> bool:
+        self.asked.append(model)
+        return self.accept_pull
+
+    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None:
+        self.progress.append(progress)
+
+
+@tool
+def generate_image(prompt: str) -> str:
+    """Make an image."""
+    return f"made {prompt}"
+
+
+@pytest.fixture
+def srv():
+    with FakeOllama() as server:
+        yield server
+
+
+def conv(settings: Settings, srv: FakeOllama, lang: str = "en", **over: object) -> Conversation:
+    s = settings.model_copy(update={"ollama_host": srv.url, **over})
+    return Conversation(s, OllamaGateway(s), ollama_chat_model(s), [generate_image], lang)
+
+
+async def test_start_greets_and_gets_ready(settings: Settings, srv: FakeOllama) -> None:
+    c, ui = conv(settings, srv), FakeUI()
+    await c.start(ui)
+    assert c.ready and "GO" in ui.said[0]
+
+
+async def test_message_gets_streamed_answer_and_is_remembered(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    c, ui = conv(settings, srv), FakeUI()
+    await c.start(ui)
+    srv.enqueue(Reply("Sure — what mood should the picture have?"))
+    await c.on_message("a cat on a roof", ui)
+    assert ui.streams == ["Sure — what mood should the picture have?"]
+    body = srv.last_chat()
+    assert body["model"] == "qwen3-vl:8b" and body["stream"] is True
+    assert [t["function"]["name"] for t in body["tools"]] == ["generate_image"]
+    assert body["messages"][0]["role"] == "system"
+    srv.enqueue(Reply("Got it."))
+    await c.on_message("cozy", ui)
+    roles = [m["role"] for m in srv.last_chat()["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]
+
+
+async def test_japanese_user_gets_japanese_system_prompt_and_errors(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    c, ui = conv(settings, srv), FakeUI()
+    await c.start(ui)
+    await c.on_message("ビーチバレーの写真を作りたい", ui)
+    assert "Japanese" in srv.last_chat()["messages"][0]["content"]
+    srv.stop()
+    srv.enqueue(Reply("x"))
+    await c.on_message("もう一度", ui)
+    assert "ollama serve" in ui.said[-1] and "接続できません" in ui.said[-1]
+
+
+async def test_ollama_down_at_start_then_recovers_on_next_message(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    srv.stop()
+    c, ui = conv(settings, srv), FakeUI()
+    await c.start(ui)
+    assert not c.ready
+    assert "Can't reach Ollama" in ui.said[-1] and "ollama serve" in ui.said[-1]
+    await c.on_message("hello?", ui)
+    assert "Can't reach Ollama" in ui.said[-1]
+    srv.start()
+    srv.enqueue(Reply("I'm here now."))
+    await c.on_message("hello again", ui)
+    assert ui.streams[-1] == "I'm here now."
+
+
+async def test_missing_model_is_pulled_with_progress_after_consent(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    c, ui = conv(settings, srv, chat_model="gemma3:4b"), FakeUI(accept_pull=True)
+    srv.models.pop("gemma3:4b", None)
+    await c.start(ui)
+    assert ui.asked == ["gemma3:4b"]
+    assert len(ui.progress) >= 3 and ui.progress[-1].status == "success"
+    assert any("ready" in s for s in ui.said)
+    assert c.ready
+
+
+async def test_declined_pull_explains_how_to_get_model(settings: Settings, srv: FakeOllama) -> None:
+    c, ui = conv(settings, srv, chat_model="gemma3:4b"), FakeUI(accept_pull=False)
+    await c.start(ui)
+    assert not c.ready and "ollama pull gemma3:4b" in ui.said[-1]
+    assert not srv.requests_to("/api/pull")
+
+
+async def test_model_without_tools_chats_without_them_and_says_so(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    srv.add_model(FakeModel("plain:1b", capabilities=["completion"]))
+    c, ui = conv(settings, srv, chat_model="plain:1b"), FakeUI()
+    await c.start(ui)
+    assert any("can't call tools" in s for s in ui.said)
+    await c.on_message("hi", ui)
+    assert not srv.last_chat().get("tools")
+
+
+async def test_stream_cut_midway_is_reported_and_next_turn_works(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    c, ui = conv(settings, srv), FakeUI()
+    await c.start(ui)
+    srv.enqueue(Reply("one two three four five", hangup_after=2), Reply("Back again."))
+    await c.on_message("tell me", ui)
+    assert "stopped answering" in ui.said[-1]
+    await c.on_message("again", ui)
+    assert ui.streams[-1] == "Back again."
+    assert c.history[-1].content == "Back again."
+
+
+async def test_empty_and_huge_messages_get_clear_answers(
+    settings: Settings, srv: FakeOllama
+) -> None:
+    c, ui = conv(settings, srv), FakeUI()
+    await c.start(ui)
+    before = len(srv.chat_requests())
+    await c.on_message("   ", ui)
+    assert "empty" in ui.said[-1]
+    await c.on_message("x" * (MAX_MESSAGE_CHARS + 1), ui)
+    assert "under" in ui.said[-1]
+    assert len(srv.chat_requests()) == before
