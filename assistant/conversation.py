@@ -8,7 +8,7 @@ whole conversation with a fake UI and a fake (or wire-faked) model.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from langchain_core.language_models import BaseChatModel
@@ -16,7 +16,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
 from assistant.agent import ChatAgent
-from assistant.errors import EgakiError, ModelMissing, OllamaUnavailable
+from assistant.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
 from assistant.i18n import detect_language, t
 from assistant.ollama_gateway import (
     CONNECTION_ERRORS,
@@ -26,6 +26,7 @@ from assistant.ollama_gateway import (
     unavailable,
 )
 from assistant.settings import Settings
+from assistant.studio import ActionSpec, Runner, Studio
 from prompts.loader import render
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class ChatUI(Protocol):
     """What a conversation needs from the front end."""
 
     async def say(self, text: str) -> None: ...
+    async def show(self, text: str, actions: list[ActionSpec]) -> None: ...
     async def stream_token(self, token: str) -> None: ...
     async def end_stream(self) -> None: ...
     async def confirm_pull(self, model: str, lang: str) -> bool: ...
@@ -69,6 +71,8 @@ class Conversation:
         model_factory: ModelFactory,
         tools: Sequence[BaseTool] = (),
         browser_lang: str = "en",
+        runner: Runner | None = None,
+        family: str = "sd15",
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -79,6 +83,9 @@ class Conversation:
         self.status: ModelStatus | None = None
         self._agent: ChatAgent | None = None
         self._told_no_tools = False
+        self.runner = runner
+        self.family = family
+        self.studio: Studio | None = None
 
     @property
     def ready(self) -> bool:
@@ -114,11 +121,25 @@ class Conversation:
         if self.tools and not tools and not self._told_no_tools:
             self._told_no_tools = True
             await ui.say(t("no_tools", self.lang, model=model))
-        self._agent = ChatAgent(self.model_factory(model), tools, self._system_prompt())
+        chat_model = self.model_factory(model)
+        self._agent = ChatAgent(chat_model, tools, self._system_prompt())
+        if self.runner is not None and self.studio is None:
+            self.studio = Studio(chat_model, self.runner, family=self.family, lang=self.lang)
         return True
 
     def _system_prompt(self) -> str:
-        return render("system.md", language="Japanese" if self.lang == "ja" else "English")
+        text = render("system.md", language="Japanese" if self.lang == "ja" else "English")
+        spec = self.studio.spec if self.studio else None
+        if spec is not None:
+            seeds = [g.seed for g, _ in self.studio.last] if self.studio else []
+            text += (
+                "\nThe current picture (edit it with generate_image when asked):\n"
+                f"- prompt: {spec.positive}\n- negative: {spec.negative}\n"
+                f"- size: {spec.settings.width}x{spec.settings.height}, steps "
+                f"{spec.settings.steps}, CFG {spec.settings.cfg_scale}, sampler "
+                f"{spec.settings.sampler}, last seeds: {seeds}\n"
+            )
+        return text
 
     async def on_message(self, text: str, ui: ChatUI) -> None:
         """Handle one user message end to end; never raises for expected failures."""
@@ -136,6 +157,13 @@ class Conversation:
         if not self.ready and not await self.ensure_model(ui):
             return
         assert self._agent is not None
+        if self.studio is not None and self.studio.wants_message:
+            await self._guarded(self.studio.on_message(text, ui), ui)
+            self.lang = self.studio.lang
+            self.history.append(HumanMessage(text))
+            return
+        if self.studio is not None and self.studio.spec is not None:
+            self._agent.system_prompt = self._system_prompt()
         user = HumanMessage(text)
         try:
             turn = await self._agent.respond([*self.history, user], ui.stream_token)
@@ -153,6 +181,29 @@ class Conversation:
         await ui.end_stream()
         self.history.append(user)
         self.history.extend(turn.messages)
+
+    async def on_action(self, name: str, payload: dict[str, object], ui: ChatUI) -> None:
+        """A button press from the studio's cards."""
+        if self.studio is None and (not await self.ensure_model(ui) or self.studio is None):
+            return
+        await self._guarded(self.studio.on_action(name, payload, ui), ui)
+
+    async def _guarded(self, work: Awaitable[None], ui: ChatUI) -> None:
+        """Run studio work; expected failures become messages, the chat stays usable."""
+        try:
+            await work
+        except GenerationCancelled:
+            await ui.say(t("cancelled", self.lang))
+        except CONNECTION_ERRORS as err:
+            self._agent = None
+            down = await self._still_up()
+            await ui.say(
+                t("stream_broken", self.lang, error=type(err).__name__)
+                if down is None
+                else down.localized(self.lang)
+            )
+        except EgakiError as err:
+            await ui.say(err.localized(self.lang))
 
     async def _still_up(self) -> OllamaUnavailable | None:
         """None when Ollama answers (the stream broke), else the 'unreachable' error."""

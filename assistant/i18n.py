@@ -73,6 +73,40 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The model stopped answering mid-reply ({error}). Send your message again.",
         "ja": "モデルの応答が途中で止まりました（{error}）。もう一度送信してください。",
     },
+    "act_more": {"en": "🔁 {n} more (new seeds)", "ja": "🔁 別シードで{n}枚"},
+    "act_variations": {"en": "🎲 Variations", "ja": "🎲 バリエーション"},
+    "act_tweak": {"en": "✏️ Same seed, tweak prompt", "ja": "✏️ 同じシードで修正"},
+    "act_upscale": {"en": "🔍 Upscale ×2", "ja": "🔍 2倍に拡大"},
+    "act_new": {"en": "🆕 New picture", "ja": "🆕 新しい絵"},
+    "act_pick": {"en": "Draw #{n}", "ja": "#{n} を描く"},
+    "after_images": {
+        "en": "What next? Pick a button, or just tell me what to change.",
+        "ja": "次はどうしますか？ボタンを選ぶか、変えたいところを教えてください。",
+    },
+    "tweak_prompt": {
+        "en": "What should change? I'll keep seed {seed} so the composition stays.",
+        "ja": "どこを変えますか？構図が変わらないようにシード {seed} のまま描き直します。",
+    },
+    "variations_intro": {
+        "en": "Here are {n} variations, each changing one thing. Pick one to draw:",
+        "ja": "{n} 通りのバリエーションです（それぞれ1か所だけ変えています）。描くものを選んでください:",
+    },
+    "new_picture": {
+        "en": "Sure — what shall we draw next?",
+        "ja": "はい、次は何を描きましょうか？",
+    },
+    "nothing_yet": {
+        "en": "There's no picture yet — tell me what you'd like first.",
+        "ja": "まだ絵がありません。まず描きたいものを教えてください。",
+    },
+    "cancelled": {
+        "en": "Stopped. Nothing was lost — send a message or press a button to go on.",
+        "ja": "停止しました。内容は残っています。続けるにはメッセージかボタンをどうぞ。",
+    },
+    "too_big_upscale": {
+        "en": "This image is already as large as I can make it ({width}×{height}).",
+        "ja": "この画像はすでに最大サイズです（{width}×{height}）。",
+    },
     "internal_error": {
         "en": "Something went wrong on my side ({error}). Your chat is still here; try again.",
         "ja": "内部でエラーが発生しました（{error}）。チャットはそのままです。もう一度お試しください。",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from pathlib import Path
 
 import chainlit as cl
 
@@ -17,11 +18,38 @@ from assistant.errors import EgakiError
 from assistant.i18n import t
 from assistant.ollama_gateway import OllamaGateway, PullProgress
 from assistant.settings import Settings
+from assistant.studio import ActionSpec
+from tools.engine import GeneratedImage
+from tools.factory import build_queue
+from tools.jobs import JobQueue
+from tools.langchain_tool import ImageRunner, make_generate_image_tool
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings()
 GATEWAY = OllamaGateway(SETTINGS)
+_QUEUE: JobQueue | None = None
+ACTION = "egaki"  # every studio button routes through one callback
+
+
+def image_family(settings: Settings) -> str:
+    """SD1.5 or SDXL, for prompt style and native sizes; a guess when nothing is local."""
+    if settings.image_engine == "diffusers":
+        from tools.models import detect_family, resolve_model
+
+        try:
+            return detect_family(resolve_model(settings.image_model, settings))
+        except (EgakiError, OSError, ValueError) as err:
+            log.info("Could not detect the image model family: %s", err)
+    return "sdxl" if "xl" in settings.image_model.lower() else "sd15"
+
+
+def job_queue() -> JobQueue:
+    """The one image queue of this process, built on first use (weights load lazily)."""
+    global _QUEUE
+    if _QUEUE is None:
+        _QUEUE = build_queue(SETTINGS)
+    return _QUEUE
 
 
 if SETTINGS.auth_password:
@@ -52,6 +80,13 @@ class ChainlitUI:
 
     async def say(self, text: str) -> None:
         await cl.Message(content=text).send()
+
+    async def show(self, text: str, actions: list[ActionSpec]) -> None:
+        buttons = [
+            cl.Action(name=ACTION, payload={"action": a.name, **a.payload}, label=a.label)
+            for a in actions
+        ]
+        await cl.Message(content=text, actions=buttons).send()
 
     async def stream_token(self, token: str) -> None:
         if self._stream is None:
@@ -94,14 +129,69 @@ class ChainlitUI:
             await self._progress.update()
 
 
+class ImageReporter:
+    """Shows a job's queue position, step progress and finished images in the chat."""
+
+    def __init__(self) -> None:
+        self._status: cl.Message | None = None
+        self._last = 0.0
+
+    async def _show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._status is not None and not force and now - self._last < 0.3:
+            return
+        self._last = now
+        if self._status is None:
+            self._status = cl.Message(content=text)
+            await self._status.send()
+        else:
+            self._status.content = text
+            await self._status.update()
+
+    async def on_queue_position(self, ahead: int) -> None:
+        if ahead:
+            await self._show(f"⏳ {ahead} job(s) ahead of yours / 順番待ち: {ahead} 件", True)
+
+    async def on_step(self, step: int, total: int, preview: object) -> None:
+        bar = progress_bar(step / total if total else 0.0)
+        await self._show(f"🎨 `{bar}` {step}/{total}", force=step == total)
+
+    async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
+        if self._status is not None:
+            await self._status.remove()
+            self._status = None
+        elements = [
+            cl.Image(path=str(p), name=f"seed-{g.seed}", display="inline")
+            for g, p in zip(images, paths, strict=True)
+        ]
+        req = images[0].request
+        lines = [
+            f"**Seed** {', '.join(str(g.seed) for g in images)} · {req.width}×{req.height} · "
+            f"{req.steps} steps · {req.sampler} · CFG {req.cfg_scale:g}",
+            f"`{req.prompt}`",
+        ]
+        await cl.Message(content="\n\n".join(lines), elements=elements).send()
+
+
 def _conversation() -> Conversation:
     conv = cl.user_session.get("conversation")
     if conv is None:
+        reporter = ImageReporter()
+        runner = ImageRunner(
+            job_queue(),
+            output_dir=SETTINGS.images_dir,
+            on_result=reporter.on_result,
+            on_step=reporter.on_step,
+            on_queue_position=reporter.on_queue_position,
+        )
         conv = Conversation(
             SETTINGS,
             GATEWAY,
             ollama_chat_model(SETTINGS),
+            [make_generate_image_tool(runner)],
             browser_lang=getattr(cl.context.session, "language", None) or "en",
+            runner=runner.run,
+            family=image_family(SETTINGS),
         )
         cl.user_session.set("conversation", conv)
     return conv
@@ -136,4 +226,16 @@ async def on_message(message: cl.Message) -> None:
         await cl.Message(content=err.localized(conv.lang)).send()
     except Exception as err:  # the UI is the one place that catches everything
         log.exception("Unexpected error in a chat turn")
+        await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()
+
+
+@cl.action_callback(ACTION)
+async def on_action(action: cl.Action) -> None:
+    conv = _conversation()
+    payload = dict(action.payload or {})
+    name = str(payload.pop("action", ""))
+    try:
+        await conv.on_action(name, payload, ChainlitUI())
+    except Exception as err:  # the UI is the one place that catches everything
+        log.exception("Unexpected error in a button action")
         await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()

@@ -41,7 +41,8 @@ class AppProcess:
         self.env = {**os.environ, **env, "EGAKI_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[str] | None = None
         self.started_in_s = 0.0
-        self.log_path = Path(env.get("EGAKI_DATA_DIR", "/tmp")) / f"app-{self.port}.log"
+        self.data_dir = Path(env.get("EGAKI_DATA_DIR", "/tmp"))
+        self.log_path = self.data_dir / f"app-{self.port}.log"
 
     def __enter__(self) -> AppProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

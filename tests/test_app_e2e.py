@@ -47,16 +47,71 @@ async def test_serves_http_200_on_loopback(app: AppProcess) -> None:
     print(f"app started in {app.started_in_s:.1f} s")
 
 
-async def test_message_gets_streamed_answer(app: AppProcess, ollama: FakeOllama) -> None:
+INTERVIEW_JA = {
+    "slots": {"subject": "two women playing beach volleyball", "setting": "beach"},
+    "questions": [{"slot": "lighting", "text": "時間帯や光はどうしますか？"}],
+    "ready": False,
+}
+SPEC = {
+    "subject": "two women playing beach volleyball",
+    "setting": "sunny beach, blue sea",
+    "lighting": "bright midday sun",
+    "style": "sports photography",
+    "negative_extra": "extra people",
+    "width": 512,
+    "height": 512,
+    "steps": 20,
+    "cfg_scale": 7,
+    "sampler": "Euler a",
+}
+
+
+async def test_japanese_request_question_go_prompt_card_and_inline_image(
+    app: AppProcess, ollama: FakeOllama
+) -> None:
+    client = await ChatClient(app.url, language="ja-JP").connect()
+    try:
+        await client.wait_text("おまかせ")  # Japanese welcome
+        ollama.enqueue(Reply(data=INTERVIEW_JA))
+        await client.send("ビーチバレーの写真を作りたい")
+        await client.wait_text("時間帯や光はどうしますか？")
+        assert "format" in ollama.last_chat()  # structured output, not forced tools
+        ollama.enqueue(Reply(data=SPEC))
+        await client.send("GO")
+        card = await client.wait_text("two women playing beach volleyball", timeout=30)
+        assert "sunny beach" in card and "extra people" in card  # English prompt + negative
+        assert "bad anatomy" in card or "extra fingers" in card  # thick preset negative
+        await client.wait_for(lambda c: c.count("element") >= 1, timeout=30)
+        element = next(d for e, d in client.events if e == "element")
+        assert element["type"] == "image" and element["name"].startswith("seed-")
+        seed = int(element["name"].removeprefix("seed-"))
+        caption = await client.wait_text(f"**Seed** {seed}")
+        assert "512×512" in caption
+        pngs = sorted((app.data_dir / "images").glob("*.png"))
+        from vision.pnginfo import read_png_parameters
+
+        assert any(f"Seed: {seed}," in (read_png_parameters(p) or "") for p in pngs)
+        labels = [a["label"] for a in client.actions]
+        assert any("バリエーション" in label for label in labels)
+    finally:
+        await client.close()
+
+
+async def test_free_chat_after_a_picture_is_streamed(app: AppProcess, ollama: FakeOllama) -> None:
     client = await ChatClient(app.url).connect()
     try:
         await client.wait_text("GO")  # welcome
-        ollama.enqueue(Reply("What mood do you want for the cat picture?", delay=0.01))
-        await client.send("a cat on a roof")
-        text = await client.wait_text("cat picture?")
-        assert text == "What mood do you want for the cat picture?"
+        ollama.enqueue(Reply(data=SPEC))
+        await client.send("GO")  # skip the interview entirely: straight to the picture
+        await client.wait_for(lambda c: c.count("element") >= 1, timeout=30)
+        ollama.enqueue(Reply("Glad you like it! Want a sunset version?", delay=0.01))
+        await client.send("nice, thanks")
+        text = await client.wait_text("sunset version?")
+        assert text == "Glad you like it! Want a sunset version?"
         assert client.count("stream_token") >= 5
-        assert ollama.last_chat()["messages"][-1]["content"] == "a cat on a roof"
+        body = ollama.last_chat()
+        assert body["messages"][-1]["content"] == "nice, thanks"
+        assert "two women playing beach volleyball" in body["messages"][0]["content"]
     finally:
         await client.close()
 

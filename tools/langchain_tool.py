@@ -117,10 +117,72 @@ def summarize(images: list[GeneratedImage], paths: list[Path], *, shown: bool = 
     return "\n".join(lines)
 
 
+class ImageRunner:
+    """Run a request through the queue (or an engine), save PNGs, hand results to the UI.
+
+    Shared by the ``generate_image`` tool and the chat's buttons so both paths save,
+    embed metadata and display identically.
+    """
+
+    def __init__(
+        self,
+        runner: JobQueue | ImageEngine,
+        *,
+        output_dir: Path,
+        on_result: ResultCallback | None = None,
+        on_step: ProgressCallback | None = None,
+        on_queue_position: PositionCallback | None = None,
+    ) -> None:
+        self.runner = runner
+        self.output_dir = output_dir
+        self.on_result = on_result
+        self.on_step = on_step
+        self.on_queue_position = on_queue_position
+
+    def save(self, images: list[GeneratedImage]) -> list[Path]:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return [save_png(g, _unique_path(self.output_dir, f"{stamp}-{g.seed}")) for g in images]
+
+    async def run(self, request: ImageRequest) -> tuple[list[GeneratedImage], list[Path]]:
+        """Generate, save and report; raises GenerationCancelled / EngineError."""
+        request = request.with_seed()
+        if isinstance(self.runner, JobQueue):
+            images = await self.runner.submit(
+                request, on_step=self.on_step, on_queue_position=self.on_queue_position
+            )
+        else:
+            images = await asyncio.to_thread(self.runner.generate, request, self.on_step)
+        paths = await asyncio.to_thread(self.save, images)
+        if self.on_result is not None:
+            outcome = self.on_result(images, paths)
+            if inspect.isawaitable(outcome):
+                await outcome
+        return images, paths
+
+    def run_sync(self, request: ImageRequest) -> tuple[list[GeneratedImage], list[Path]]:
+        request = request.with_seed()
+        if isinstance(self.runner, JobQueue):
+            images = asyncio.run(
+                self.runner.submit(
+                    request, on_step=self.on_step, on_queue_position=self.on_queue_position
+                )
+            )
+        else:
+            images = self.runner.generate(request, on_step=self.on_step)
+        paths = self.save(images)
+        if self.on_result is not None:
+            outcome = self.on_result(images, paths)
+            if inspect.isawaitable(outcome):
+                log.warning("async on_result ignored on the sync path; use ainvoke")
+                getattr(outcome, "close", lambda: None)()
+        return images, paths
+
+
 def make_generate_image_tool(
-    runner: JobQueue | ImageEngine,
+    runner: JobQueue | ImageEngine | ImageRunner,
     *,
-    output_dir: Path,
+    output_dir: Path | None = None,
     defaults: Mapping[str, object] | None = None,
     on_result: ResultCallback | None = None,
     on_step: ProgressCallback | None = None,
@@ -128,11 +190,23 @@ def make_generate_image_tool(
 ) -> StructuredTool:
     """Build the ``generate_image`` tool.
 
-    ``runner`` is the shared :class:`JobQueue` (normal use) or a bare engine (tests,
-    scripts). ``defaults`` are :class:`ImageRequest` fields used when the model omits them
-    (e.g. the configured size, negative preset, LoRAs or model). ``on_result(images,
-    paths)`` receives the results for the UI; it may be a coroutine function.
+    ``runner`` is an :class:`ImageRunner`, or the shared :class:`JobQueue` (normal use) or
+    a bare engine (tests, scripts) together with ``output_dir`` and the callbacks.
+    ``defaults`` are :class:`ImageRequest` fields used when the model omits them (e.g. the
+    configured size, negative preset, LoRAs or model). ``on_result(images, paths)``
+    receives the results for the UI; it may be a coroutine function.
     """
+    if not isinstance(runner, ImageRunner):
+        if output_dir is None:
+            raise ValueError("output_dir is required unless an ImageRunner is given")
+        runner = ImageRunner(
+            runner,
+            output_dir=output_dir,
+            on_result=on_result,
+            on_step=on_step,
+            on_queue_position=on_queue_position,
+        )
+    images_runner = runner
     base = dict(defaults or {})
     unknown = set(base) - set(ImageRequest.model_fields)
     if unknown:
@@ -142,10 +216,7 @@ def make_generate_image_tool(
         given = {k: v for k, v in kwargs.items() if v is not None}
         return parse_request({**base, **given}).with_seed()
 
-    def save(images: list[GeneratedImage]) -> list[Path]:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        return [save_png(g, _unique_path(output_dir, f"{stamp}-{g.seed}")) for g in images]
+    shown = images_runner.on_result is not None
 
     def run_sync(**kwargs: Any) -> str:
         try:
@@ -153,21 +224,10 @@ def make_generate_image_tool(
         except InvalidRequest as err:
             return f"{err.message} Fix the arguments and call {TOOL_NAME} again."
         try:
-            if isinstance(runner, JobQueue):
-                images = asyncio.run(
-                    runner.submit(request, on_step=on_step, on_queue_position=on_queue_position)
-                )
-            else:
-                images = runner.generate(request, on_step=on_step)
+            images, paths = images_runner.run_sync(request)
         except GenerationCancelled:
             return _CANCELLED
-        paths = save(images)
-        if on_result is not None:
-            outcome = on_result(images, paths)
-            if inspect.isawaitable(outcome):
-                log.warning("async on_result ignored on the sync path; use ainvoke")
-                getattr(outcome, "close", lambda: None)()
-        return summarize(images, paths, shown=on_result is not None)
+        return summarize(images, paths, shown=shown)
 
     async def run_async(**kwargs: Any) -> str:
         try:
@@ -175,20 +235,10 @@ def make_generate_image_tool(
         except InvalidRequest as err:
             return f"{err.message} Fix the arguments and call {TOOL_NAME} again."
         try:
-            if isinstance(runner, JobQueue):
-                images = await runner.submit(
-                    request, on_step=on_step, on_queue_position=on_queue_position
-                )
-            else:
-                images = await asyncio.to_thread(runner.generate, request, on_step)
+            images, paths = await images_runner.run(request)
         except GenerationCancelled:
             return _CANCELLED
-        paths = await asyncio.to_thread(save, images)
-        if on_result is not None:
-            outcome = on_result(images, paths)
-            if inspect.isawaitable(outcome):
-                await outcome
-        return summarize(images, paths, shown=on_result is not None)
+        return summarize(images, paths, shown=shown)
 
     return StructuredTool.from_function(
         func=run_sync,

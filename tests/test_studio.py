@@ -1,0 +1,161 @@
+"""The chat's image flow: interview → card → images → buttons, with a fake engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from langchain_ollama import ChatOllama
+
+from assistant.studio import ActionSpec, Studio, upscale_size
+from tests.fake_ollama import FakeOllama, Reply
+from tools.fake_engine import FakeEngine
+from tools.langchain_tool import ImageRunner
+from vision.pnginfo import read_png_parameters
+
+SPEC = {
+    "subject": "a red fox",
+    "setting": "snowy forest",
+    "lighting": "soft morning light",
+    "style": "photo",
+    "width": 512,
+    "height": 512,
+    "steps": 20,
+    "cfg_scale": 7,
+    "sampler": "Euler a",
+}
+VARIANTS = {
+    "variants": [
+        {"axis": "lighting", "value": "golden hour", "label": "golden hour"},
+        {"axis": "time_of_day", "value": "night", "label": "night"},
+        {"axis": "style", "value": "watercolor painting", "label": "watercolor"},
+        {"axis": "framing", "value": "close-up portrait", "label": "close-up"},
+    ]
+}
+
+
+class UI:
+    def __init__(self) -> None:
+        self.said: list[str] = []
+        self.shown: list[tuple[str, list[ActionSpec]]] = []
+
+    async def say(self, text: str) -> None:
+        self.said.append(text)
+
+    async def show(self, text: str, actions: list[ActionSpec]) -> None:
+        self.shown.append((text, actions))
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.shown[-1][1]]
+
+
+@pytest.fixture
+def srv() -> Iterator[FakeOllama]:
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+def studio(srv: FakeOllama, engine: FakeEngine, tmp_path: Path, lang: str = "en") -> Studio:
+    runner = ImageRunner(engine, output_dir=tmp_path / "images")
+    model = ChatOllama(model="qwen3-vl:8b", base_url=srv.url)
+    return Studio(model, runner.run, lang=lang)
+
+
+async def go(s: Studio, srv: FakeOllama, ui: UI) -> None:
+    srv.enqueue(Reply(data=SPEC))
+    await s.on_message("GO", ui)
+
+
+async def test_go_draws_with_card_then_offers_next_steps(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path), UI()
+    await go(s, srv, ui)
+    card = ui.shown[0][0]
+    assert "a red fox, snowy forest, soft morning light" in card
+    assert len(engine.calls) == 1 and engine.calls[0].request.prompt.startswith("a red fox")
+    assert ui.names() == ["more", "variations", "tweak", "upscale", "new"]
+    assert s.counter.total == 1  # GO skipped the interview: only the spec call
+    gen, path = s.last[0]
+    assert f"Seed: {gen.seed}," in (read_png_parameters(path) or "")
+
+
+async def test_more_makes_four_new_seeds(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path), UI()
+    await go(s, srv, ui)
+    first = s.last[0][0].seed
+    await s.on_action("more", {}, ui)
+    seeds = [g.seed for g, _ in s.last]
+    assert len(seeds) == 4 and first not in seeds
+    assert s.counter.total == 1  # no LLM call for "more"
+
+
+async def test_variations_then_pick_draws_that_variant_with_same_seed(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path), UI()
+    await go(s, srv, ui)
+    seed = s.last[0][0].seed
+    srv.enqueue(Reply(data=VARIANTS))
+    await s.on_action("variations", {}, ui)
+    text, picks = ui.shown[-1]
+    assert "#4" in text
+    assert [a.name for a in picks] == ["pick"] * 4
+    prompts = {v.positive for v in s.variants}
+    assert len(prompts) == 4
+    await s.on_action("pick", picks[2].payload, ui)
+    assert engine.calls[-1].request.prompt == s.variants[2].positive
+    assert s.last[0][0].seed == seed
+    assert s.counter.total == 2  # spec + variations: ≤ 2 LLM calls per image
+
+
+async def test_tweak_keeps_seed_and_rewrites_prompt(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path), UI()
+    await go(s, srv, ui)
+    seed = s.last[0][0].seed
+    await s.on_action("tweak", {}, ui)
+    assert str(seed) in ui.said[-1] and s.wants_message
+    srv.enqueue(Reply(data={**SPEC, "lighting": "moonlight"}))
+    await s.on_message("make it night", ui)
+    assert s.last[0][0].seed == seed
+    assert "moonlight" in engine.calls[-1].request.prompt
+    assert "make it night" in s.spec.user_words  # type: ignore[union-attr]
+
+
+async def test_upscale_is_img2img_from_last_image_at_twice_the_size(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path), UI()
+    await go(s, srv, ui)
+    gen, path = s.last[0]
+    await s.on_action("upscale", {}, ui)
+    req = engine.calls[-1].request
+    assert (req.width, req.height) == (1024, 1024)
+    assert req.init_image == path and req.seed == gen.seed and req.strength < 0.5
+
+
+def test_upscale_size_respects_engine_limits() -> None:
+    assert upscale_size(512, 768) == (1024, 1536)
+    assert upscale_size(1536, 1536) is None or upscale_size(1536, 1536)[0] <= 2048  # type: ignore[index]
+    assert upscale_size(2048, 2048) is None
+
+
+async def test_new_resets_and_buttons_before_any_picture_explain(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path, lang="ja"), UI()
+    await s.on_action("more", {}, ui)
+    assert "まだ絵がありません" in ui.said[-1]
+    await go(s, srv, ui)
+    await s.on_action("new", {}, ui)
+    assert s.spec is None and s.wants_message

@@ -1,0 +1,35 @@
+"""Build the configured image engine and its job queue from Settings.
+
+Heavy backends are imported only here and only when chosen, so the chat starts without
+loading torch; the diffusers engine itself loads weights on the first job.
+"""
+
+from __future__ import annotations
+
+from assistant.settings import Settings
+from tools.engine import ImageEngine
+from tools.jobs import JobQueue, ollama_unload_hook
+
+
+def build_engine(settings: Settings) -> ImageEngine:
+    """The engine named by ``settings.image_engine``."""
+    if settings.image_engine == "a1111":
+        from tools.remote_a1111 import A1111Engine
+
+        return A1111Engine(settings.a1111_url)
+    if settings.image_engine == "comfyui":
+        from tools.remote_comfyui import ComfyUIEngine
+
+        return ComfyUIEngine(settings.comfyui_url)
+    if settings.image_engine == "fake":
+        from tools.fake_engine import FakeEngine
+
+        return FakeEngine()
+    from tools.diffusers_engine import DiffusersEngine
+
+    return DiffusersEngine(settings)
+
+
+def build_queue(settings: Settings, engine: ImageEngine | None = None) -> JobQueue:
+    """One queue per process: every chat submits here, so jobs never overlap."""
+    return JobQueue(engine or build_engine(settings), before_job=ollama_unload_hook(settings))
