@@ -9,7 +9,7 @@ import pytest
 from assistant.settings import Settings
 
 # Fixture modules shared across test files.
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.tiny_pipelines"]
 
 
 @pytest.fixture
