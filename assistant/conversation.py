@@ -25,6 +25,7 @@ from assistant.ollama_gateway import (
     PullProgress,
     unavailable,
 )
+from assistant.panel import PanelChoice, read_panel
 from assistant.settings import Settings
 from assistant.studio import ActionSpec, Runner, Studio
 from prompts.loader import render
@@ -86,6 +87,7 @@ class Conversation:
         self.runner = runner
         self.family = family
         self.studio: Studio | None = None
+        self.panel: PanelChoice | None = None
 
     @property
     def ready(self) -> bool:
@@ -125,6 +127,8 @@ class Conversation:
         self._agent = ChatAgent(chat_model, tools, self._system_prompt())
         if self.runner is not None and self.studio is None:
             self.studio = Studio(chat_model, self.runner, family=self.family, lang=self.lang)
+            if self.panel is not None:
+                self.studio.apply_panel(self.panel)
         return True
 
     def _system_prompt(self) -> str:
@@ -181,6 +185,17 @@ class Conversation:
         await ui.end_stream()
         self.history.append(user)
         self.history.extend(turn.messages)
+
+    async def apply_panel(self, values: dict[str, object], ui: ChatUI) -> None:
+        """Settings panel submitted: new overrides now, a new chat model re-checked now."""
+        choice = read_panel(values, self.family)
+        self.panel = choice
+        if self.studio is not None:
+            self.studio.apply_panel(choice)
+        if choice.chat_model and choice.chat_model != self.settings.chat_model:
+            self.settings = self.settings.model_copy(update={"chat_model": choice.chat_model})
+            self._agent, self.studio = None, None
+            await self.ensure_model(ui)
 
     async def on_action(self, name: str, payload: dict[str, object], ui: ChatUI) -> None:
         """A button press from the studio's cards."""

@@ -19,6 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from assistant.errors import InvalidRequest
 from assistant.i18n import t
 from assistant.interview import Interviewer, InterviewState
+from assistant.panel import PanelChoice
 from assistant.prompt_spec import PromptSpec, SpecBuilder, render_card
 from assistant.structured import LLMCallCounter
 from tools.engine import GeneratedImage
@@ -79,6 +80,21 @@ class Studio:
         self.last: list[tuple[GeneratedImage, Path]] = []
         self.awaiting_tweak = False
         self.images_made = 0
+        self.presets: list[str] | None = None  # negative preset groups; None = all
+        self.seed_lock = False
+
+    def apply_panel(self, choice: PanelChoice) -> None:
+        """Use the chat settings panel's choices from the next image on."""
+        self.overrides = dict(choice.overrides)
+        self.presets = choice.presets
+        self.seed_lock = choice.seed_lock
+
+    def _request_overrides(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        out = dict(self.overrides)
+        if self.seed_lock and self.last and "seed" not in out:
+            out["seed"] = self.last[0][0].seed
+        out.update(extra or {})
+        return out
 
     @property
     def lang(self) -> str:
@@ -103,7 +119,7 @@ class Studio:
         self.state = result.state
         await ui.say(result.message())
         if result.ready:
-            self.spec = await self.builder.build(self.state, self.family)  # type: ignore[arg-type]
+            self.spec = await self._build(self.state)
             await self.draw(self.spec, ui)
 
     async def _tweak(self, text: str, ui: StudioUI) -> None:
@@ -113,8 +129,11 @@ class Studio:
         state.user_words.append(text)
         seed = self.last[0][0].seed if self.last else None
         self.state = state
-        self.spec = await self.builder.build(state, self.family)  # type: ignore[arg-type]
+        self.spec = await self._build(state)
         await self.draw(self.spec, ui, {"seed": seed} if seed is not None else None)
+
+    async def _build(self, state: InterviewState) -> PromptSpec:
+        return await self.builder.build(state, self.family, self.presets)  # type: ignore[arg-type]
 
     # --- drawing -----------------------------------------------------------------------
 
@@ -122,7 +141,7 @@ class Studio:
         self, spec: PromptSpec, ui: StudioUI, extra: Mapping[str, Any] | None = None
     ) -> None:
         """Show the card, make the images, then offer the next steps."""
-        request = spec.to_image_request({**self.overrides, **(extra or {})})
+        request = spec.to_image_request(self._request_overrides(extra))
         await ui.show(render_card(spec, self.lang), [])
         await self._run(request, ui)
 
@@ -157,7 +176,7 @@ class Studio:
         if name == "more":
             request = self.spec.to_image_request(
                 {**self.overrides, "seed": None, "batch_size": MORE_COUNT}
-            )
+            )  # new seeds by definition, whatever the lock says
             await self._run(request, ui)
         elif name == "variations":
             self.variants = await self.builder.variations(self.spec, VARIATION_COUNT)

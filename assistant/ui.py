@@ -10,6 +10,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import chainlit as cl
 
@@ -17,6 +18,7 @@ from assistant.conversation import Conversation, ollama_chat_model
 from assistant.errors import EgakiError
 from assistant.i18n import t
 from assistant.ollama_gateway import OllamaGateway, PullProgress
+from assistant.panel import FIELDS
 from assistant.settings import Settings
 from assistant.studio import ActionSpec
 from tools.engine import GeneratedImage
@@ -212,9 +214,42 @@ async def starters(user: cl.User | None = None, language: str | None = None) -> 
     ]
 
 
+def _widgets(lang: str) -> list[Any]:
+    """The settings panel, rendered from :data:`assistant.panel.FIELDS`."""
+    from chainlit.input_widget import Select, Slider, Switch, TextInput
+
+    initial = {"chat_model": SETTINGS.chat_model, "image_model": SETTINGS.image_model}
+    out: list[Any] = []
+    for f in FIELDS:
+        value = initial.get(f.id, f.initial)
+        if f.kind == "select":
+            out.append(Select(id=f.id, label=f.label(lang), values=f.choices,
+                              initial_value=str(value)))
+        elif f.kind == "switch":
+            out.append(Switch(id=f.id, label=f.label(lang), initial=bool(value)))
+        elif f.kind == "slider":
+            out.append(Slider(id=f.id, label=f.label(lang), initial=float(value),
+                              min=f.min, max=f.max, step=f.step))
+        else:
+            out.append(TextInput(id=f.id, label=f.label(lang), initial=str(value)))
+    return out
+
+
 @cl.on_chat_start
 async def on_chat_start() -> None:
-    await _conversation().start(ChainlitUI())
+    conv = _conversation()
+    await cl.ChatSettings(_widgets(conv.lang)).send()
+    await conv.start(ChainlitUI())
+
+
+@cl.on_settings_update
+async def on_settings_update(values: dict[str, Any]) -> None:
+    conv = _conversation()
+    try:
+        merged = {**(cl.user_session.get("chat_settings") or {}), **values}
+        await conv.apply_panel(merged, ChainlitUI())
+    except EgakiError as err:
+        await cl.Message(content=err.localized(conv.lang)).send()
 
 
 @cl.on_message

@@ -159,3 +159,40 @@ async def test_new_resets_and_buttons_before_any_picture_explain(
     await go(s, srv, ui)
     await s.on_action("new", {}, ui)
     assert s.spec is None and s.wants_message
+
+
+def test_panel_values_become_overrides_and_presets() -> None:
+    from assistant.panel import read_panel
+
+    c = read_panel(
+        {"aspect": "portrait", "steps": "8", "cfg_scale": "1.5", "sampler": "LCM",
+         "seed": " 42 ", "batch_size": 3.0, "fast": True, "negative_preset": "none",
+         "image_model": "my-model.safetensors"},
+        "sdxl",
+    )
+    assert c.overrides == {"width": 832, "height": 1216, "steps": 8, "cfg_scale": 1.5,
+                           "sampler": "LCM", "seed": 42, "batch_size": 3, "fast": True,
+                           "model": "my-model.safetensors"}
+    assert c.presets == []
+    auto = read_panel({"aspect": "auto", "steps": "auto", "sampler": "auto", "seed": "abc"},
+                      "sd15")
+    assert auto.overrides == {} and auto.presets is None
+
+
+async def test_panel_choices_shape_the_next_image(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    from assistant.panel import read_panel
+
+    s, ui = studio(srv, engine, tmp_path), UI()
+    s.apply_panel(read_panel({"steps": "8", "sampler": "DDIM", "negative_preset": "none",
+                              "seed_lock": True}, "sd15"))
+    await go(s, srv, ui)
+    req = engine.calls[-1].request
+    assert (req.steps, req.sampler) == (8, "DDIM")
+    assert "bad hands" not in req.negative_prompt
+    first = s.last[0][0].seed
+    srv.enqueue(Reply(data=SPEC))
+    await s.on_action("new", {}, ui)
+    await s.on_message("GO", ui)
+    assert s.last[0][0].seed == first  # locked to the last image's seed
