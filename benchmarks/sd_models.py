@@ -1,0 +1,114 @@
+"""Full-size Stable Diffusion architectures with random weights, built offline.
+
+Random weights cost exactly the compute of real ones, so speed and memory measured on
+these hold for real checkpoints, on machines that cannot (or need not) download them.
+Models are saved as diffusers folders so Egaki's own loader is measured, not a shortcut.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def byte_tokenizer() -> Any:
+    """A CLIP tokenizer with a byte-level vocabulary: no download, valid ids for CLIP."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTokenizer
+
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": i + len(chars) for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = 49406
+    vocab["<|endoftext|>"] = 49407
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _clip(hidden: int, layers: int, heads: int, inter: int, act: str, proj: int) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=49408, hidden_size=hidden, intermediate_size=inter,
+        num_attention_heads=heads, num_hidden_layers=layers, max_position_embeddings=77,
+        hidden_act=act, projection_dim=proj, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407,
+    )
+
+
+def _vae(sample_size: int, scaling: float, force_upcast: bool) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=sample_size,
+        scaling_factor=scaling, force_upcast=force_upcast,
+    )
+
+
+def _scheduler_kwargs() -> dict[str, Any]:
+    return {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+            "num_train_timesteps": 1000, "steps_offset": 1}
+
+
+def build_sd15(path: Path) -> Path:
+    """SD1.5: UNet 860M, CLIP ViT-L text encoder, KL VAE; default PNDM scheduler."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=768, attention_head_dim=8,
+    )
+    pipe: Any = StableDiffusionPipeline(
+        vae=_vae(512, 0.18215, False),
+        text_encoder=CLIPTextModel(_clip(768, 12, 12, 3072, "quick_gelu", 768)),
+        tokenizer=byte_tokenizer(), unet=unet,
+        scheduler=PNDMScheduler(skip_prk_steps=True, **_scheduler_kwargs()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_sdxl(path: Path) -> Path:
+    """SDXL base: UNet 2.6B, CLIP-L + OpenCLIP bigG, KL VAE (fp32 upcast as shipped)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    pipe: Any = StableDiffusionXLPipeline(
+        vae=_vae(1024, 0.13025, True),
+        text_encoder=CLIPTextModel(_clip(768, 12, 12, 3072, "quick_gelu", 768)),
+        text_encoder_2=CLIPTextModelWithProjection(_clip(1280, 32, 20, 5120, "gelu", 1280)),
+        tokenizer=byte_tokenizer(), tokenizer_2=byte_tokenizer(), unet=unet,
+        scheduler=EulerDiscreteScheduler(timestep_spacing="leading", **_scheduler_kwargs()),
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def build_taesd(path: Path) -> Path:
+    """TAESD at its real size (AutoencoderTiny defaults), random weights."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(3)
+    AutoencoderTiny().save_pretrained(path)
+    return path

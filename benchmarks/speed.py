@@ -1,0 +1,191 @@
+"""Seconds per image: naive diffusers vs Egaki's paths, side by side, on this machine.
+
+    python -m benchmarks.speed                      # SD1.5 (CPU) or SD1.5 + SDXL (GPU)
+    python -m benchmarks.speed --models sd15 --steps 20 --paths naive,egaki,fast
+    python -m benchmarks.speed --json results.json
+
+Full-size SD1.5/SDXL architectures with random weights (same compute as real weights)
+are built once into ``--workdir`` and loaded from disk. Each path runs in its own
+subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
+
+* ``naive``  — ``AutoPipelineForText2Image.from_pretrained`` with defaults (fp16 on GPU),
+  ``--steps`` steps, CFG 7, the folder's default scheduler, full VAE decode;
+* ``egaki``  — Egaki's :class:`~tools.diffusers_engine.DiffusersEngine`, same steps/CFG,
+  its default sampler (DPM++ 2M Karras) and full VAE;
+* ``fast``   — Egaki's fast mode: LCM, 4 steps, no CFG, TAESD decode.
+
+Runs unchanged on a user's GPU box (no downloads: everything is generated locally).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = {"sd15": 512, "sdxl": 1024}
+PROMPT = "two women playing beach volleyball on a sunny beach, photo"
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def ensure_models(workdir: Path, models: list[str]) -> dict[str, Path]:
+    from benchmarks import sd_models
+
+    paths: dict[str, Path] = {}
+    for name in [*models, "taesd"]:
+        path = workdir / name
+        if not (path / ("config.json" if name == "taesd" else "model_index.json")).exists():
+            t0 = time.perf_counter()
+            getattr(sd_models, f"build_{name}")(path)
+            print(f"built random {name} in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
+        paths[name] = path
+    return paths
+
+
+def _peak(device: str) -> float:
+    """Peak memory in GiB: allocated VRAM on CUDA, else the process's max RSS."""
+    if device == "cuda":
+        import torch
+
+        return float(torch.cuda.max_memory_allocated()) / 2**30
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+
+
+def _timed(fn: Any, repeat: int, device: str) -> list[float]:
+    import torch
+
+    times = []
+    for _ in range(repeat):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
+           repeat: int, warmup: int) -> dict[str, Any]:
+    """Run one path in this process and return its measurements."""
+    import torch
+
+    device = _device()
+    size = SIZES[model]
+    t_load = time.perf_counter()
+    if path_name == "naive":
+        from diffusers import AutoPipelineForText2Image
+
+        dtype = torch.float16 if device == "cuda" else torch.float32
+        pipe = AutoPipelineForText2Image.from_pretrained(model_dir, torch_dtype=dtype).to(device)
+        pipe.set_progress_bar_config(disable=True)
+
+        def run(n: int = steps) -> None:
+            pipe(PROMPT, num_inference_steps=n, guidance_scale=7.0, height=size, width=size,
+                 generator=torch.Generator("cpu").manual_seed(1))
+
+        used_steps = steps
+    else:
+        from assistant.settings import Settings
+        from tools.diffusers_engine import DiffusersEngine
+        from tools.request import ImageRequest
+
+        data = Path(tempfile.mkdtemp(prefix="egaki-bench-"))
+        settings = Settings(_env_file=None, data_dir=data, image_model=str(model_dir),  # type: ignore[call-arg]
+                            offline=True, tiny_vae_model=str(taesd))
+        engine = DiffusersEngine(settings, preview_every=0)
+        fast = path_name == "fast"
+        used_steps = 4 if fast else steps
+
+        def run(n: int = used_steps) -> None:
+            engine.generate(ImageRequest(prompt=PROMPT, width=size, height=size,
+                                         steps=n if not fast else 4, cfg_scale=1.0 if fast else 7.0,
+                                         seed=1, fast=fast))
+
+    load_s = time.perf_counter() - t_load
+    for _ in range(warmup):
+        run(2 if device == "cpu" and path_name != "fast" else used_steps)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = _timed(run, repeat, device)
+    median = sorted(times)[len(times) // 2]
+    return {"path": path_name, "model": model, "device": device, "size": size,
+            "steps": used_steps, "seconds": median, "all_seconds": times,
+            "it_per_s": used_steps / median, "peak_gib": _peak(device), "load_s": load_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", help="sd15,sdxl (default: sd15 on CPU, both on GPU)")
+    p.add_argument("--paths", default="naive,egaki,fast")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeat", type=int, default=None, help="timed runs (default 1 CPU, 5 GPU)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "egaki-bench")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--worker", nargs=2, metavar=("PATH", "MODEL"), help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+
+    device = _device()
+    models = (a.models or ("sd15,sdxl" if device == "cuda" else "sd15")).split(",")
+    repeat = a.repeat or (5 if device == "cuda" else 1)
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    dirs = ensure_models(a.workdir, models)
+
+    if a.worker:
+        path_name, model = a.worker
+        out = worker(path_name, model, dirs[model], dirs["taesd"], a.steps, repeat, a.warmup)
+        print("RESULT " + json.dumps(out), flush=True)
+        return 0
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    print(f"# device: {device} · torch {torch.__version__} · {cpu} · {os.cpu_count()} CPUs"
+          f" · steps {a.steps} · repeat {repeat}", flush=True)
+    results: list[dict[str, Any]] = []
+    for model in models:
+        for path_name in a.paths.split(","):
+            cmd = [sys.executable, "-m", "benchmarks.speed", "--worker", path_name, model,
+                   "--models", model, "--steps", str(a.steps), "--repeat", str(repeat),
+                   "--warmup", str(a.warmup), "--workdir", str(a.workdir)]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+            if proc.returncode or line is None:
+                print(f"{model}/{path_name} FAILED:\n{proc.stderr[-2000:]}", flush=True)
+                continue
+            r = json.loads(line.removeprefix("RESULT "))
+            results.append(r)
+            print(f"{model:5} {path_name:6} {r['size']}² {r['steps']:3d} steps  "
+                  f"{r['seconds']:8.2f} s/img  {r['it_per_s']:6.2f} it/s  "
+                  f"peak {r['peak_gib']:5.1f} GiB  (load {r['load_s']:.0f} s)", flush=True)
+    for model in models:
+        base = next((r for r in results if r["model"] == model and r["path"] == "naive"), None)
+        for r in results:
+            if base and r["model"] == model and r is not base:
+                print(f"{model}: {r['path']} is {base['seconds'] / r['seconds']:.1f}x naive")
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""EGAKI_OFFLINE=1: the whole chat → image flow makes no outbound connection at all.
+
+The real app runs with a socket guard (tests/netguard/sitecustomize.py) that refuses and
+logs any DNS lookup of a non-local name and any non-loopback connect. The image comes
+from the real diffusers engine (tiny local pipeline), so the hub path is exercised too.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chainlit_client import ROOT, AppProcess, ChatClient
+from tests.fake_ollama import FakeOllama, Reply
+from tests.tiny_pipelines import TinyModels
+
+pytestmark = pytest.mark.slow
+GUARD = ROOT / "tests" / "netguard"
+SPEC = {"subject": "a lighthouse", "setting": "rocky coast", "lighting": "dusk",
+        "style": "oil painting", "width": 512, "height": 512, "steps": 20, "cfg_scale": 7,
+        "sampler": "Euler a"}
+
+
+def guarded_env(log: Path) -> dict[str, str]:
+    path = os.pathsep.join([str(GUARD), str(ROOT), os.environ.get("PYTHONPATH", "")])
+    return {"EGAKI_NETGUARD_LOG": str(log), "PYTHONPATH": path}
+
+
+def test_guard_really_catches_outbound_connections(tmp_path: Path) -> None:
+    """The guard itself must be able to fail, or the offline test proves nothing."""
+    log = tmp_path / "net.log"
+    code = (
+        "import socket\n"
+        "for target in (('93.184.215.14', 80), ('example.com', 80)):\n"
+        "    try: socket.create_connection(target, timeout=1)\n"
+        "    except OSError: pass\n"
+        "socket.create_connection(('127.0.0.1', 9), timeout=1) if False else None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, **guarded_env(log)},
+                   check=True, timeout=60)
+    text = log.read_text()
+    assert "93.184.215.14" in text and "example.com" in text
+
+
+@pytest.fixture
+def ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as srv:
+        yield srv
+
+
+async def test_offline_full_flow_makes_no_outbound_connection(
+    tmp_path: Path, tiny_models: TinyModels, ollama: FakeOllama
+) -> None:
+    log = tmp_path / "net.log"
+    env = {
+        **guarded_env(log),
+        "EGAKI_DATA_DIR": str(tmp_path / "data"),
+        "EGAKI_OFFLINE": "1",
+        "EGAKI_OLLAMA_HOST": ollama.url,
+        "EGAKI_IMAGE_ENGINE": "diffusers",
+        "EGAKI_IMAGE_MODEL": str(tiny_models.sd15_dir),
+        "EGAKI_TINY_VAE_MODEL": str(tiny_models.taesd_dir),
+        "EGAKI_HF_CACHE_DIR": str(tiny_models.hf_cache),
+    }
+    with AppProcess(env) as app:
+        client = await ChatClient(app.url).connect()
+        try:
+            await client.wait_text("GO")
+            await client.sio.emit("chat_settings_change", {"steps": "4", "sampler": "Euler"})
+            ollama.enqueue(Reply(data=SPEC))
+            await client.send("GO")
+            await client.wait_for(lambda c: c.count("element") >= 1, timeout=120)
+            caption = await client.wait_text("**Seed**")
+            assert "4 steps" in caption and "Euler" in caption
+        finally:
+            await client.close()
+        assert list((app.data_dir / "images").glob("*.png"))
+        assert "Traceback" not in app.log(), app.log()
+    assert not log.exists() or log.read_text() == "", log.read_text()
