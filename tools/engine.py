@@ -31,6 +31,7 @@ class GeneratedImage:
     model_hash: str = ""
     duration_s: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
+    ledger_id: str = ""  # set once the ledger recorded it; shown as #id
 
 
 @runtime_checkable

@@ -4,8 +4,10 @@ The model fills a small typed schema; omitted fields fall back to configured def
 The arguments are validated with :func:`tools.request.parse_request`; when they are
 wrong the *teaching message* is returned as the tool result (not raised) so the model
 can fix its call. Images run through the job queue (or an engine directly), are saved as
-PNGs with A1111 infotext, and the model gets a short text summary while the UI gets the
-:class:`~tools.engine.GeneratedImage` objects through ``on_result``.
+PNGs with A1111 infotext, recorded in the ledger when a ``recorder`` is given (each
+image's ``ledger_id`` is set before the UI sees it), and the model gets a short text
+summary while the UI gets the :class:`~tools.engine.GeneratedImage` objects through
+``on_result``.
 
 Engine failures (:class:`~assistant.errors.EngineError`) propagate: the UI layer shows
 them in the user's language.
@@ -17,6 +19,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,10 @@ from typing import Any
 from langchain_core.tools import StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
-from assistant.errors import GenerationCancelled, InvalidRequest
+from assistant.errors import EgakiError, GenerationCancelled, InvalidRequest
 from tools.engine import GeneratedImage, ImageEngine
 from tools.jobs import JobQueue, PositionCallback, ProgressCallback
+from tools.ledger_types import RecordContext, Recorder
 from tools.request import ImageRequest, format_validation_error, parse_request
 from tools.samplers import DEFAULT_SAMPLER, SAMPLERS
 from vision.pnginfo import save_png
@@ -121,7 +125,10 @@ class ImageRunner:
     """Run a request through the queue (or an engine), save PNGs, hand results to the UI.
 
     Shared by the ``generate_image`` tool and the chat's buttons so both paths save,
-    embed metadata and display identically.
+    embed metadata, record and display identically. ``recorder(images, paths, context)``
+    (e.g. ``Ledger.record_batch``) runs after the PNGs exist and before ``on_result``;
+    ``context`` is the default :class:`RecordContext` (thread id, the user's words), which
+    ``run(request, context=...)`` overrides per call.
     """
 
     def __init__(
@@ -132,20 +139,48 @@ class ImageRunner:
         on_result: ResultCallback | None = None,
         on_step: ProgressCallback | None = None,
         on_queue_position: PositionCallback | None = None,
+        recorder: Recorder | None = None,
+        context: RecordContext | None = None,
     ) -> None:
         self.runner = runner
         self.output_dir = output_dir
         self.on_result = on_result
         self.on_step = on_step
         self.on_queue_position = on_queue_position
+        self.recorder = recorder
+        self.context = context or RecordContext()
 
     def save(self, images: list[GeneratedImage]) -> list[Path]:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         return [save_png(g, _unique_path(self.output_dir, f"{stamp}-{g.seed}")) for g in images]
 
-    async def run(self, request: ImageRequest) -> tuple[list[GeneratedImage], list[Path]]:
-        """Generate, save and report; raises GenerationCancelled / EngineError."""
+    def record(self, images: list[GeneratedImage], paths: list[Path],
+               context: RecordContext | None = None) -> list[str]:
+        """Record saved images; sets each ``ledger_id``. A failure is logged, not raised:
+        the PNGs are safe and the ledger's start-up reconcile records them later.
+
+        ``context`` defaults to ``self.context``; without a thread id of its own it takes
+        the runner's (the thread belongs to the session, the words to the call).
+        """
+        if self.recorder is None or not images:
+            return []
+        context = context or self.context
+        if not context.thread_id and self.context.thread_id:
+            context = replace(context, thread_id=self.context.thread_id)
+        try:
+            ids = self.recorder(images, paths, context)
+        except EgakiError as err:
+            log.warning("images saved but not recorded in the ledger: %s", err.message)
+            return []
+        for gen, record_id in zip(images, ids, strict=True):
+            gen.ledger_id = record_id
+        return ids
+
+    async def run(
+        self, request: ImageRequest, *, context: RecordContext | None = None
+    ) -> tuple[list[GeneratedImage], list[Path]]:
+        """Generate, save, record and report; raises GenerationCancelled / EngineError."""
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
             images = await self.runner.submit(
@@ -154,13 +189,17 @@ class ImageRunner:
         else:
             images = await asyncio.to_thread(self.runner.generate, request, self.on_step)
         paths = await asyncio.to_thread(self.save, images)
+        if self.recorder is not None:
+            await asyncio.to_thread(self.record, images, paths, context)
         if self.on_result is not None:
             outcome = self.on_result(images, paths)
             if inspect.isawaitable(outcome):
                 await outcome
         return images, paths
 
-    def run_sync(self, request: ImageRequest) -> tuple[list[GeneratedImage], list[Path]]:
+    def run_sync(
+        self, request: ImageRequest, *, context: RecordContext | None = None
+    ) -> tuple[list[GeneratedImage], list[Path]]:
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
             images = asyncio.run(
@@ -171,6 +210,7 @@ class ImageRunner:
         else:
             images = self.runner.generate(request, on_step=self.on_step)
         paths = self.save(images)
+        self.record(images, paths, context)
         if self.on_result is not None:
             outcome = self.on_result(images, paths)
             if inspect.isawaitable(outcome):
