@@ -194,6 +194,9 @@ class DiffusersEngine:
         pipe = loaded.pipeline_for(mode)
         pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
         loaded.loras.apply(pipe, plan.loras)
+        if loaded.compiled is not None:
+            # LoRA adapters change the UNet's modules: the compiled graph would not match.
+            loaded.compiled.paused = bool(plan.loras)
         extra = self._infotext_extras(plan)
         tiny = None
         if plan.tiny_decoder:

@@ -105,6 +105,7 @@ class LoadedModel:
     _derived: dict[str, Any] = field(default_factory=dict)
     _tiny: tuple[Any | None, str] | None = None
     _offload_owner: int | None = None
+    compiled: Any = None  # tools.compiled.CompiledUnet when the UNet is being compiled
 
     @property
     def is_inpaint_model(self) -> bool:
@@ -145,6 +146,9 @@ class LoadedModel:
 
     def close(self) -> None:
         """Drop every reference this object holds to models."""
+        if self.compiled is not None:
+            self.compiled.failed = "model unloaded"  # stops a warm-up between shapes
+            self.compiled = None
         self._derived.clear()
         self._tiny = None
         self.pipe = None
@@ -212,7 +216,9 @@ class PipelineCache:
     def _load(
         self, source: ModelSource, key: tuple[str, ...], on_download: DownloadCallback | None
     ) -> LoadedModel:
-        import diffusers
+        from tools.imports import import_diffusers
+
+        diffusers = import_diffusers()
 
         assert source.path is not None
         device = pick_device(self.settings)
@@ -252,7 +258,28 @@ class PipelineCache:
             source=source, family=family, pipe=pipe, device=device, dtype=dtype,
             offload=offload, scheduler_config=dict(pipe.scheduler.config), key=key,
             _offload_owner=id(pipe) if offload else None,
+            compiled=None if offload else self._compile(pipe, device, family),
         )
+
+    def _compile(self, pipe: Any, device: str, family: ModelFamily) -> Any:
+        """Start the background UNet compile when wanted; None means eager only."""
+        mode = self.settings.compile_unet
+        if mode == "off" or (mode == "auto" and device != "cuda"):
+            return None
+        try:
+            import torch
+
+            from tools.compiled import CompiledUnet, common_shapes, use_inductor_cache
+
+            use_inductor_cache(self.settings.cache_dir / "inductor")
+            if device == "cuda":
+                pipe.unet.to(memory_format=torch.channels_last)
+            compiled = CompiledUnet(pipe.unet, mode=self.settings.compile_mode)
+            compiled.warm(common_shapes(family, self.settings.compile_sizes))
+            return compiled
+        except Exception as err:  # compiling is an optimisation, never a failure
+            log.warning("UNet compile unavailable (%s: %s); running eager", type(err).__name__, err)
+            return None
 
     @staticmethod
     def _extra(family: ModelFamily) -> dict[str, Any]:
