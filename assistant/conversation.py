@@ -7,17 +7,23 @@ whole conversation with a fake UI and a fake (or wire-faked) model.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
 from assistant.agent import ChatAgent
+from assistant.best_of import BestOf
 from assistant.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
 from assistant.i18n import detect_language, t
+from assistant.ledger_chat import LedgerChat
+from assistant.ledger_commands import parse_ledger_command
 from assistant.ollama_gateway import (
     CONNECTION_ERRORS,
     ModelStatus,
@@ -29,6 +35,9 @@ from assistant.panel import PanelChoice, read_panel
 from assistant.settings import Settings
 from assistant.studio import ActionSpec, Runner, Studio
 from prompts.loader import render
+from vision.caption import OllamaCaptioner
+from vision.flow import MASK_ACTION, VisionFlow
+from vision.uploads import load_upload
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +50,9 @@ class ChatUI(Protocol):
 
     async def say(self, text: str) -> None: ...
     async def show(self, text: str, actions: list[ActionSpec]) -> None: ...
+    async def show_images(self, text: str, images: list[Path], actions: list[ActionSpec]) -> None:
+        ...
+    async def show_mask_painter(self, text: str, props: dict[str, Any]) -> None: ...
     async def stream_token(self, token: str) -> None: ...
     async def end_stream(self) -> None: ...
     async def confirm_pull(self, model: str, lang: str) -> bool: ...
@@ -74,6 +86,9 @@ class Conversation:
         browser_lang: str = "en",
         runner: Runner | None = None,
         family: str = "sd15",
+        ledger_chat: LedgerChat | None = None,
+        best_of_factory: Callable[[BaseChatModel], BestOf] | None = None,
+        best_of_default: bool = False,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -88,6 +103,11 @@ class Conversation:
         self.family = family
         self.studio: Studio | None = None
         self.panel: PanelChoice | None = None
+        self._pending_studio: Any = None
+        self.vision: VisionFlow | None = None
+        self.ledger_chat = ledger_chat
+        self.best_of_factory = best_of_factory
+        self.best_of_default = best_of_default
 
     @property
     def ready(self) -> bool:
@@ -126,9 +146,28 @@ class Conversation:
         chat_model = self.model_factory(model)
         self._agent = ChatAgent(chat_model, tools, self._system_prompt())
         if self.runner is not None and self.studio is None:
-            self.studio = Studio(chat_model, self.runner, family=self.family, lang=self.lang)
+            best_of = self.best_of_factory(chat_model) if self.best_of_factory else None
+            self.studio = Studio(
+                chat_model, self.runner, family=self.family, lang=self.lang,
+                best_of=best_of, best_of_default=self.best_of_default,
+            )
             if self.panel is not None:
                 self.studio.apply_panel(self.panel)
+            self.vision = VisionFlow(
+                OllamaCaptioner.from_settings(self.settings),
+                self.runner,
+                self.settings,
+                lang=self.lang,
+                family=self.family,
+                overrides=self.panel.overrides if self.panel else None,
+                presets=self.panel.presets if self.panel else None,
+            )
+            if self._pending_studio:
+                try:
+                    self.studio.restore(self._pending_studio)
+                except (ValueError, KeyError, OSError) as err:
+                    log.warning("could not restore the studio state: %s", err)
+                self._pending_studio = None
         return True
 
     def _system_prompt(self) -> str:
@@ -161,6 +200,13 @@ class Conversation:
         if not self.ready and not await self.ensure_model(ui):
             return
         assert self._agent is not None
+        if self.ledger_chat is not None:
+            runner = self.ledger_chat.runner
+            runner.context = replace(runner.context, user_words=text)  # stored with images
+            command = parse_ledger_command(text)
+            if command is not None:
+                await self._guarded(self.ledger_chat.handle(command, ui, self.lang), ui)
+                return
         if self.studio is not None and self.studio.wants_message:
             await self._guarded(self.studio.on_message(text, ui), ui)
             self.lang = self.studio.lang
@@ -186,22 +232,70 @@ class Conversation:
         self.history.append(user)
         self.history.extend(turn.messages)
 
+    def snapshot(self) -> dict[str, object]:
+        """JSON-safe chat state (texts, language, studio) for thread resume."""
+        texts = [
+            {"role": m.type, "content": m.content}
+            for m in self.history
+            if m.type in ("human", "ai") and isinstance(m.content, str) and m.content
+        ]
+        return {
+            "lang": self.lang,
+            "history": texts[-40:],
+            "studio": self.studio.snapshot() if self.studio else None,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Undo :meth:`snapshot` (the studio itself is rebuilt when the model is ready)."""
+        self.lang = str(data.get("lang") or self.lang)
+        self.history = [
+            HumanMessage(m["content"]) if m["role"] == "human" else AIMessage(m["content"])
+            for m in data.get("history", [])
+        ]
+        self._pending_studio = data.get("studio")
+
     async def apply_panel(self, values: dict[str, object], ui: ChatUI) -> None:
         """Settings panel submitted: new overrides now, a new chat model re-checked now."""
         choice = read_panel(values, self.family)
         self.panel = choice
         if self.studio is not None:
             self.studio.apply_panel(choice)
+        if self.vision is not None:
+            self.vision.overrides = dict(choice.overrides)
+            self.vision.presets = choice.presets
         if choice.chat_model and choice.chat_model != self.settings.chat_model:
             self.settings = self.settings.model_copy(update={"chat_model": choice.chat_model})
             self._agent, self.studio = None, None
             await self.ensure_model(ui)
 
     async def on_action(self, name: str, payload: dict[str, object], ui: ChatUI) -> None:
-        """A button press from the studio's cards."""
+        """A button press from the studio's or the vision flow's cards."""
         if self.studio is None and (not await self.ensure_model(ui) or self.studio is None):
             return
+        if self.ledger_chat is not None and LedgerChat.handles(name):
+            await self._guarded(self.ledger_chat.on_action(name, payload, ui, self.lang), ui)
+            return
+        if self.vision is not None and (VisionFlow.handles(name) or name == MASK_ACTION):
+            self.vision.lang = self.lang
+            await self._guarded(self.vision.on_action(name, payload, ui), ui)
+            return
         await self._guarded(self.studio.on_action(name, payload, ui), ui)
+
+    async def on_upload(self, files: list[tuple[Path, str, str]], ui: ChatUI) -> None:
+        """Images dropped into the chat: (path, original name, declared mime) each."""
+        if self.vision is None and (not await self.ensure_model(ui) or self.vision is None):
+            return
+        self.vision.lang = self.lang
+        for path, name, mime in files:
+
+            async def handle(path: Path = path, name: str = name, mime: str = mime) -> None:
+                upload = await asyncio.to_thread(
+                    load_upload, path, self.settings, name=name, mime=mime
+                )
+                assert self.vision is not None
+                await self.vision.on_upload(upload, ui)
+
+            await self._guarded(handle(), ui)
 
     async def _guarded(self, work: Awaitable[None], ui: ChatUI) -> None:
         """Run studio work; expected failures become messages, the chat stays usable."""

@@ -57,6 +57,8 @@ FIELDS: list[Field] = [
     Field("batch_size", "slider", "Images per run", "1回の枚数", 1, min=1, max=4),
     Field("fast", "switch", "Fast mode (few steps, quick preview quality)",
           "高速モード（少ないステップ・プレビュー品質）", False),
+    Field("best_of", "switch", "Best-of-N: check with the vision model, show the best",
+          "ベストオブN: 視覚モデルで確認し、良いものだけ表示", False),
     Field("negative_preset", "select", "Negative preset", "ネガティブプリセット", "full",
           list(NEGATIVE_PRESETS)),
 ]
@@ -71,6 +73,7 @@ class PanelChoice:
     seed_lock: bool = False
     chat_model: str = ""
     image_model: str = ""
+    best_of: bool | None = None
 
 
 def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
@@ -96,6 +99,8 @@ def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
         out.overrides["fast"] = True
     out.presets = NEGATIVE_PRESETS.get(str(values.get("negative_preset", "full")))
     out.seed_lock = bool(values.get("seed_lock"))
+    if "best_of" in values:
+        out.best_of = bool(values["best_of"])
     out.chat_model = str(values.get("chat_model") or "").strip()
     out.image_model = str(values.get("image_model") or "").strip()
     if out.image_model:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir,
         description="Where images, the ledger, chat history and caches live.",
     )
+    chroma_url: str = Field(
+        "",
+        description="Chroma server for ledger search (e.g. http://127.0.0.1:8001); empty = "
+        "a local index under data_dir/chroma.",
+    )
 
     # --- language models (Ollama) --------------------------------------------------------
     ollama_host: str = Field(
@@ -48,6 +53,11 @@ class Settings(BaseSettings):
         "", description="Ollama model for image captions; empty means use chat_model."
     )
     embed_model: str = Field("nomic-embed-text", description="Ollama model for ledger search.")
+    embedder: Literal["ollama", "hash"] = Field(
+        "ollama",
+        description="Ledger search embeddings: 'ollama' (embed_model) or 'hash' (offline, "
+        "word-overlap only).",
+    )
     ollama_timeout_s: float = Field(300.0, gt=0, description="Per-request timeout for Ollama.")
     auto_pull: bool = Field(
         False, description="Pull a missing model without asking (the chat still shows progress)."
@@ -69,6 +79,17 @@ class Settings(BaseSettings):
     attention_slicing: bool = Field(False, description="Lower memory, slightly slower.")
     vae_tiling: bool = Field(False, description="Decode large images in tiles.")
     cpu_offload: bool = Field(False, description="Keep weights on CPU until used (small GPUs).")
+    compile_unet: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Compile the UNet (CUDA graphs) in the background; auto = on for CUDA.",
+    )
+    compile_mode: str = Field(
+        "reduce-overhead", description="torch.compile mode for the UNet (CUDA graphs)."
+    )
+    compile_sizes: list[str] = Field(
+        default_factory=list,
+        description="Sizes to compile ahead, e.g. ['512x512']; empty = the model's native sizes.",
+    )
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
     decoder: DecoderName = Field("full", description="VAE for final images: full or tiny.")
     tiny_vae_model: str = Field("madebyollin/taesd", description="Tiny autoencoder (TAESD).")
@@ -77,6 +98,24 @@ class Settings(BaseSettings):
     )
     unload_ollama_before_image: bool = Field(
         False, description="Ask Ollama to free GPU memory before each image job."
+    )
+    quality_mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Best-of-N with vision checks; auto = on where images are quick "
+        "(CUDA or a remote engine), off on CPU.",
+    )
+    quality_candidates: int | None = Field(
+        None, ge=1, le=8, description="Candidates per round; empty = by device speed."
+    )
+    quality_show: int = Field(1, ge=1, le=2, description="How many of the best to show.")
+    quality_max_rounds: int = Field(2, ge=1, le=5, description="Rounds incl. the first.")
+    quality_max_images: int = Field(12, ge=1, le=64, description="Images per request, max.")
+    quality_max_seconds: float = Field(600.0, gt=0, description="Time budget per request.")
+    quality_screen: Literal["off", "fast", "small"] = Field(
+        "off", description="Screen cheap previews first, re-render winners (same seed)."
+    )
+    quality_clip_model: Path | None = Field(
+        None, description="Local CLIP folder for tie-breaks (optional)."
     )
     a1111_url: str = Field("http://127.0.0.1:7860", description="AUTOMATIC1111 API base URL.")
     comfyui_url: str = Field("http://127.0.0.1:8188", description="ComfyUI base URL.")

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 
+from assistant.best_of import BestOf
 from assistant.errors import InvalidRequest
 from assistant.i18n import t
 from assistant.interview import Interviewer, InterviewState
@@ -67,6 +68,8 @@ class Studio:
         lang: str = "en",
         counter: LLMCallCounter | None = None,
         overrides: Mapping[str, Any] | None = None,
+        best_of: BestOf | None = None,
+        best_of_default: bool = False,
     ) -> None:
         self.counter = counter or LLMCallCounter()
         self.interviewer = Interviewer(model, counter=self.counter)
@@ -82,12 +85,16 @@ class Studio:
         self.images_made = 0
         self.presets: list[str] | None = None  # negative preset groups; None = all
         self.seed_lock = False
+        self.best_of: BestOf | None = best_of
+        self.use_best_of = best_of is not None and best_of_default
 
     def apply_panel(self, choice: PanelChoice) -> None:
         """Use the chat settings panel's choices from the next image on."""
         self.overrides = dict(choice.overrides)
         self.presets = choice.presets
         self.seed_lock = choice.seed_lock
+        if choice.best_of is not None:
+            self.use_best_of = choice.best_of and self.best_of is not None
 
     def _request_overrides(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         out = dict(self.overrides)
@@ -108,6 +115,38 @@ class Studio:
     def reset(self, lang: str | None = None) -> None:
         self.state = InterviewState.start(lang or self.lang)
         self.spec, self.variants, self.awaiting_tweak = None, [], False
+
+    # --- persistence -------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-safe state, so a resumed thread carries on where it stopped."""
+        return {
+            "state": self.state.model_dump(mode="json"),
+            "spec": self.spec.model_dump(mode="json") if self.spec else None,
+            "last": [
+                {"request": g.request.model_dump(mode="json"), "seed": g.seed, "path": str(p)}
+                for g, p in self.last
+            ],
+            "awaiting_tweak": self.awaiting_tweak,
+        }
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Undo :meth:`snapshot`; images whose files are gone are skipped."""
+        from PIL import Image
+
+        self.state = InterviewState.model_validate(data["state"])
+        self.spec = PromptSpec.model_validate(data["spec"]) if data.get("spec") else None
+        self.awaiting_tweak = bool(data.get("awaiting_tweak"))
+        self.last = []
+        for item in data.get("last", []):
+            path = Path(item["path"])
+            if not path.is_file():
+                continue
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+            request = ImageRequest.model_validate(item["request"])
+            self.last.append((GeneratedImage(image=image, request=request, seed=item["seed"]),
+                              path))
 
     # --- messages ----------------------------------------------------------------------
 
@@ -143,6 +182,11 @@ class Studio:
         """Show the card, make the images, then offer the next steps."""
         request = spec.to_image_request(self._request_overrides(extra))
         await ui.show(render_card(spec, self.lang), [])
+        if self.best_of is not None and self.use_best_of:
+            self.last = await self.best_of.run(spec, request, ui.say)
+            self.images_made += len(self.last)
+            await ui.show(t("after_images", self.lang), self.actions())
+            return
         await self._run(request, ui)
 
     async def _run(self, request: ImageRequest, ui: StudioUI) -> None:
@@ -180,10 +224,11 @@ class Studio:
             await self._run(request, ui)
         elif name == "variations":
             self.variants = await self.builder.variations(self.spec, VARIATION_COUNT)
-            cards = [render_card(v, self.lang) for v in self.variants]
-            text = t("variations_intro", self.lang, n=len(cards)) + "\n\n" + "\n\n---\n\n".join(
-                f"**#{i + 1}** {card}" for i, card in enumerate(cards)
-            )
+            lines = [
+                f"**#{i + 1} {v.label or v.axis}** ({v.axis}) — `{v.positive}`"
+                for i, v in enumerate(self.variants)
+            ]
+            text = t("variations_intro", self.lang, n=len(lines)) + "\n\n" + "\n\n".join(lines)
             picks = [
                 ActionSpec("pick", t("act_pick", self.lang, n=i + 1), {"index": i})
                 for i in range(len(self.variants))

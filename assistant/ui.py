@@ -1,4 +1,4 @@
-"""Chainlit handlers: the only module that imports chainlit.
+"""Chainlit handlers. With ui_render.py and persistence.py, the only modules importing chainlit.
 
 Thin on purpose: each handler forwards to a :class:`Conversation` and renders what it
 asks for. Run with ``egaki run`` (which calls ``chainlit run`` on this file).
@@ -6,32 +6,115 @@ asks for. Run with ``egaki run`` (which calls ``chainlit run`` on this file).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from chainlit.server import app as chainlit_app
+from chainlit.types import ThreadDict
+from starlette.datastructures import Headers
 
+from assistant import chainlit_compat
+from assistant.best_of import BestOf
 from assistant.conversation import Conversation, ollama_chat_model
 from assistant.errors import EgakiError
 from assistant.i18n import t
-from assistant.ollama_gateway import OllamaGateway, PullProgress
-from assistant.panel import FIELDS
+from assistant.ledger_chat import LedgerChat
+from assistant.ollama_gateway import OllamaGateway
+from assistant.persistence import local_user, make_data_layer, mount_files
 from assistant.settings import Settings
-from assistant.studio import ActionSpec
-from tools.engine import GeneratedImage
+from assistant.ui_render import ACTION, ChainlitUI, ImageReporter, widgets
 from tools.factory import build_queue
+from tools.imports import preload_numpy, serialized
 from tools.jobs import JobQueue
 from tools.langchain_tool import ImageRunner, make_generate_image_tool
+from tools.ledger import Ledger
+from tools.ledger_types import RecordContext
+from vision.flow import MASK_ACTION
 
 log = logging.getLogger(__name__)
 
+chainlit_compat.serve_local_assets_only()
+preload_numpy()
 SETTINGS = Settings()
 GATEWAY = OllamaGateway(SETTINGS)
 _QUEUE: JobQueue | None = None
-ACTION = "egaki"  # every studio button routes through one callback
+_LEDGER: Ledger | None = None
+
+
+_LEDGER_LOCK = asyncio.Lock()
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+_DEVICE: str | None = None
+
+
+async def image_device() -> str:
+    """cuda/mps/cpu/remote for the configured engine (torch imported off the loop)."""
+    global _DEVICE
+    if _DEVICE is None:
+        from assistant.quality_settings import engine_device
+
+        _DEVICE = await asyncio.to_thread(serialized, engine_device, SETTINGS)
+    return _DEVICE
+
+
+def best_of_default(device: str) -> bool:
+    """Best-of-N is on where images are quick, unless the settings say otherwise."""
+    if SETTINGS.quality_mode != "auto":
+        return SETTINGS.quality_mode == "on"
+    return device in ("cuda", "remote")
+
+
+def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
+                    device: str) -> Callable[[Any], BestOf]:
+    """Builds the chat's best-of-N once its chat model is known."""
+
+    def make(chat_model: Any) -> BestOf:
+        from langchain_ollama import ChatOllama
+
+        from assistant.constraints import ConstraintDeriver
+        from assistant.quality import QualityLoop
+        from assistant.quality_check import VisionChecker, load_clip_scorer
+        from assistant.quality_settings import QualitySettings
+
+        hidden = ImageRunner(  # shows nothing: rejected candidates never reach the chat
+            job_queue(),
+            output_dir=SETTINGS.images_dir,
+            on_step=reporter.on_step,
+            on_queue_position=reporter.on_queue_position,
+            recorder=book.record_batch,
+            context=RecordContext(thread_id=thread_id, status="rejected"),
+        )
+        name = SETTINGS.effective_vision_model
+        vision = ChatOllama(model=name, base_url=SETTINGS.ollama_host,
+                            client_kwargs={"timeout": SETTINGS.ollama_timeout_s})
+        loop = QualityLoop(
+            VisionChecker(vision, model_name=name, gateway=GATEWAY),
+            hidden.run,
+            QualitySettings.from_settings(SETTINGS),
+            deriver=ConstraintDeriver(chat_model),
+            scorer=load_clip_scorer(SETTINGS.quality_clip_model),
+            device=device,
+        )
+        return BestOf(loop, reporter.on_result, book)
+
+    return make
+
+
+async def ledger() -> Ledger:
+    """The process-wide ledger, opened off the event loop (Chroma is slow to import);
+    the first call also reconciles files and records in the background."""
+    global _LEDGER
+    async with _LEDGER_LOCK:
+        if _LEDGER is None:
+            _LEDGER = await asyncio.to_thread(serialized, Ledger.from_settings, SETTINGS)
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(_LEDGER.reconcile))
+            _BACKGROUND.add(task)
+            task.add_done_callback(_BACKGROUND.discard)
+    return _LEDGER
 
 
 def image_family(settings: Settings) -> str:
@@ -54,6 +137,17 @@ def job_queue() -> JobQueue:
     return _QUEUE
 
 
+CHAT_DB = SETTINGS.data_dir / "chat_history.sqlite3"
+CHAT_FILES = SETTINGS.data_dir / "chat_files"
+mount_files(chainlit_app, CHAT_FILES)
+
+
+@cl.data_layer
+def data_layer() -> cl.data.BaseDataLayer:
+    """Threads, messages and images in SQLite + files under the data dir."""
+    return make_data_layer(CHAT_DB, CHAT_FILES)
+
+
 if SETTINGS.auth_password:
     # Required by `egaki run` whenever the chat is bound to a non-loopback address.
     @cl.password_auth_callback
@@ -62,129 +156,28 @@ if SETTINGS.auth_password:
             return cl.User(identifier=username or "egaki", metadata={"provider": "password"})
         return None
 
-
-def progress_bar(fraction: float, width: int = 20) -> str:
-    filled = round(max(0.0, min(1.0, fraction)) * width)
-    return "▰" * filled + "▱" * (width - filled)
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+else:
+    # History needs a user; on loopback there is exactly one, logged in without a form.
+    @cl.header_auth_callback
+    async def local_auth(headers: Headers) -> cl.User | None:
+        return local_user(headers)
 
 
-class ChainlitUI:
-    """Implements :class:`assistant.conversation.ChatUI` with Chainlit messages."""
-
-    def __init__(self) -> None:
-        self._stream: cl.Message | None = None
-        self._progress: cl.Message | None = None
-        self._last_progress = 0.0
-
-    async def say(self, text: str) -> None:
-        await cl.Message(content=text).send()
-
-    async def show(self, text: str, actions: list[ActionSpec]) -> None:
-        buttons = [
-            cl.Action(name=ACTION, payload={"action": a.name, **a.payload}, label=a.label)
-            for a in actions
-        ]
-        await cl.Message(content=text, actions=buttons).send()
-
-    async def stream_token(self, token: str) -> None:
-        if self._stream is None:
-            self._stream = cl.Message(content="")
-        await self._stream.stream_token(token)
-
-    async def end_stream(self) -> None:
-        if self._stream is not None:
-            await self._stream.send()
-            self._stream = None
-
-    async def confirm_pull(self, model: str, lang: str) -> bool:
-        res = await cl.AskActionMessage(
-            content=t("model_missing", lang, model=model),
-            actions=[
-                cl.Action(name="pull", payload={"pull": True},
-                          label=t("pull_button", lang, model=model)),
-                cl.Action(name="skip", payload={"pull": False}, label=t("cancel_button", lang)),
-            ],
-            timeout=600,
-        ).send()
-        return bool(res and res.get("payload", {}).get("pull"))
-
-    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None:
-        now = time.monotonic()
-        done = progress.status == "success"
-        if self._progress is not None and not done and now - self._last_progress < 0.25:
-            return  # throttle: the bar moves smoothly without flooding the socket
-        self._last_progress = now
-        text = f"{t('pulling', lang, model=model)}\n\n`{progress_bar(progress.fraction)}` "
-        if progress.total:
-            text += f"{progress.fraction:.0%} ({_gb(progress.completed)} / {_gb(progress.total)})"
-        else:
-            text += progress.status
-        if self._progress is None:
-            self._progress = cl.Message(content=text)
-            await self._progress.send()
-        else:
-            self._progress.content = text
-            await self._progress.update()
-
-
-class ImageReporter:
-    """Shows a job's queue position, step progress and finished images in the chat."""
-
-    def __init__(self) -> None:
-        self._status: cl.Message | None = None
-        self._last = 0.0
-
-    async def _show(self, text: str, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._status is not None and not force and now - self._last < 0.3:
-            return
-        self._last = now
-        if self._status is None:
-            self._status = cl.Message(content=text)
-            await self._status.send()
-        else:
-            self._status.content = text
-            await self._status.update()
-
-    async def on_queue_position(self, ahead: int) -> None:
-        if ahead:
-            await self._show(f"⏳ {ahead} job(s) ahead of yours / 順番待ち: {ahead} 件", True)
-
-    async def on_step(self, step: int, total: int, preview: object) -> None:
-        bar = progress_bar(step / total if total else 0.0)
-        await self._show(f"🎨 `{bar}` {step}/{total}", force=step == total)
-
-    async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
-        if self._status is not None:
-            await self._status.remove()
-            self._status = None
-        elements = [
-            cl.Image(path=str(p), name=f"seed-{g.seed}", display="inline")
-            for g, p in zip(images, paths, strict=True)
-        ]
-        req = images[0].request
-        lines = [
-            f"**Seed** {', '.join(str(g.seed) for g in images)} · {req.width}×{req.height} · "
-            f"{req.steps} steps · {req.sampler} · CFG {req.cfg_scale:g}",
-            f"`{req.prompt}`",
-        ]
-        await cl.Message(content="\n\n".join(lines), elements=elements).send()
-
-
-def _conversation() -> Conversation:
+async def _conversation() -> Conversation:
     conv = cl.user_session.get("conversation")
     if conv is None:
         reporter = ImageReporter()
+        book = await ledger()
+        device = await image_device()
+        thread_id = cl.context.session.thread_id or ""
         runner = ImageRunner(
             job_queue(),
             output_dir=SETTINGS.images_dir,
             on_result=reporter.on_result,
             on_step=reporter.on_step,
             on_queue_position=reporter.on_queue_position,
+            recorder=book.record_batch,
+            context=RecordContext(thread_id=thread_id),
         )
         conv = Conversation(
             SETTINGS,
@@ -194,6 +187,9 @@ def _conversation() -> Conversation:
             browser_lang=getattr(cl.context.session, "language", None) or "en",
             runner=runner.run,
             family=image_family(SETTINGS),
+            ledger_chat=LedgerChat(book, runner),
+            best_of_factory=best_of_factory(reporter, book, thread_id, device),
+            best_of_default=best_of_default(device),
         )
         cl.user_session.set("conversation", conv)
     return conv
@@ -215,36 +211,37 @@ async def starters(user: cl.User | None = None, language: str | None = None) -> 
 
 
 def _widgets(lang: str) -> list[Any]:
-    """The settings panel, rendered from :data:`assistant.panel.FIELDS`."""
-    from chainlit.input_widget import Select, Slider, Switch, TextInput
-
-    initial = {"chat_model": SETTINGS.chat_model, "image_model": SETTINGS.image_model}
-    out: list[Any] = []
-    for f in FIELDS:
-        value = initial.get(f.id, f.initial)
-        if f.kind == "select":
-            out.append(Select(id=f.id, label=f.label(lang), values=f.choices,
-                              initial_value=str(value)))
-        elif f.kind == "switch":
-            out.append(Switch(id=f.id, label=f.label(lang), initial=bool(value)))
-        elif f.kind == "slider":
-            out.append(Slider(id=f.id, label=f.label(lang), initial=float(value),
-                              min=f.min, max=f.max, step=f.step))
-        else:
-            out.append(TextInput(id=f.id, label=f.label(lang), initial=str(value)))
-    return out
+    initial = {"chat_model": SETTINGS.chat_model, "image_model": SETTINGS.image_model,
+               "best_of": best_of_default(_DEVICE or "cpu")}
+    return widgets(lang, initial)
 
 
 @cl.on_chat_start
 async def on_chat_start() -> None:
-    conv = _conversation()
+    conv = await _conversation()
     await cl.ChatSettings(_widgets(conv.lang)).send()
     await conv.start(ChainlitUI())
 
 
+def _remember(conv: Conversation) -> None:
+    """Keep a JSON snapshot in the user session: Chainlit saves it with the thread."""
+    cl.user_session.set("egaki", conv.snapshot())
+
+
+@cl.on_chat_resume
+async def on_chat_resume(thread: ThreadDict) -> None:
+    conv = await _conversation()
+    snapshot = cl.user_session.get("egaki")
+    if isinstance(snapshot, dict):
+        conv.restore(snapshot)
+    await cl.ChatSettings(_widgets(conv.lang)).send()
+    if await conv.ensure_model(ChainlitUI()) and conv.studio and conv.studio.spec:
+        await ChainlitUI().show(t("after_images", conv.lang), conv.studio.actions())
+
+
 @cl.on_settings_update
 async def on_settings_update(values: dict[str, Any]) -> None:
-    conv = _conversation()
+    conv = await _conversation()
     try:
         merged = {**(cl.user_session.get("chat_settings") or {}), **values}
         await conv.apply_panel(merged, ChainlitUI())
@@ -254,9 +251,18 @@ async def on_settings_update(values: dict[str, Any]) -> None:
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
-    conv = _conversation()
+    conv = await _conversation()
     try:
-        await conv.on_message(message.content, ChainlitUI())
+        files = [
+            (Path(str(el.path)), el.name or "", getattr(el, "mime", None) or "")
+            for el in message.elements or []
+            if getattr(el, "path", None)
+        ]
+        if files:
+            await conv.on_upload(files, ChainlitUI())
+        else:
+            await conv.on_message(message.content, ChainlitUI())
+        _remember(conv)
     except EgakiError as err:
         await cl.Message(content=err.localized(conv.lang)).send()
     except Exception as err:  # the UI is the one place that catches everything
@@ -266,11 +272,24 @@ async def on_message(message: cl.Message) -> None:
 
 @cl.action_callback(ACTION)
 async def on_action(action: cl.Action) -> None:
-    conv = _conversation()
+    conv = await _conversation()
     payload = dict(action.payload or {})
     name = str(payload.pop("action", ""))
     try:
         await conv.on_action(name, payload, ChainlitUI())
+        _remember(conv)
     except Exception as err:  # the UI is the one place that catches everything
         log.exception("Unexpected error in a button action")
+        await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()
+
+
+@cl.action_callback(MASK_ACTION)
+async def on_mask(action: cl.Action) -> None:
+    """The MaskPainter element's "Use this mask" (callAction with the mask data URL)."""
+    conv = await _conversation()
+    try:
+        await conv.on_action(MASK_ACTION, dict(action.payload or {}), ChainlitUI())
+        _remember(conv)
+    except Exception as err:  # the UI is the one place that catches everything
+        log.exception("Unexpected error in the mask action")
         await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()

@@ -81,9 +81,12 @@ class AppProcess:
 class ChatClient:
     """A socket.io client speaking Chainlit's protocol."""
 
-    def __init__(self, url: str, language: str = "en-US") -> None:
+    def __init__(self, url: str, language: str = "en-US", thread_id: str | None = None) -> None:
         self.url = url
         self.language = language
+        self.thread_id = thread_id
+        self.cookies: dict[str, str] = {}
+        self.session_id = str(uuid.uuid4())
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, Any]] = []
         self.messages: dict[str, dict[str, Any]] = {}  # id -> latest step dict
@@ -115,18 +118,27 @@ class ChatClient:
         offered = [a for a in self.actions if a["id"] in keys]
         return self.answer_ask(data, offered)
 
+    def login(self) -> None:
+        """Log in like the browser's login page does (local header auth on loopback)."""
+        if not self.cookies:
+            resp = httpx.post(f"{self.url}/auth/header", timeout=10)
+            resp.raise_for_status()
+            self.cookies = dict(resp.cookies.items())
+
     async def connect(self) -> ChatClient:
+        self.login()
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         await self.sio.connect(
             self.url,
             socketio_path="/ws/socket.io",
             transports=["websocket"],
-            headers={"Accept-Language": self.language},
+            headers={"Accept-Language": self.language, "Cookie": cookie},
             auth={
-                "sessionId": str(uuid.uuid4()),
+                "sessionId": self.session_id,
                 "clientType": "webapp",
                 "userEnv": "{}",
                 "chatProfile": None,
-                "threadId": None,
+                "threadId": self.thread_id,
             },
         )
         await self.sio.emit("connection_successful")
@@ -145,6 +157,39 @@ class ChatClient:
             "createdAt": now,
         }
         await self.sio.emit("client_message", {"message": step, "fileReferences": []})
+
+    async def upload(self, path: Path, mime: str) -> dict[str, Any]:
+        """POST a file the way the composer's attach button does; returns its reference."""
+        async with httpx.AsyncClient(cookies=self.cookies) as http:
+            resp = await http.post(
+                f"{self.url}/project/file",
+                params={"session_id": self.session_id},
+                files={"file": (path.name, path.read_bytes(), mime)},
+            )
+        resp.raise_for_status()
+        return dict(resp.json())
+
+    async def send_files(self, text: str, refs: list[dict[str, Any]]) -> None:
+        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        step = {"id": str(uuid.uuid4()), "name": "User", "type": "user_message",
+                "output": text, "createdAt": now}
+        await self.sio.emit(
+            "client_message", {"message": step, "fileReferences": [{"id": r["id"]} for r in refs]}
+        )
+
+    async def click(self, action: dict[str, Any], **payload: Any) -> None:
+        """Press a button (or a custom element's callAction) over HTTP like the frontend."""
+        body = {**action, "payload": {**action.get("payload", {}), **payload}}
+        async with httpx.AsyncClient(cookies=self.cookies, timeout=120) as http:
+            resp = await http.post(
+                f"{self.url}/project/action",
+                json={"sessionId": self.session_id, "action": body},
+            )
+        resp.raise_for_status()
+
+    def action(self, predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The most recent offered action matching ``predicate``."""
+        return next(a for a in reversed(self.actions) if predicate(a))
 
     def texts(self) -> list[str]:
         return [

@@ -91,8 +91,7 @@ async def test_japanese_request_question_go_prompt_card_and_inline_image(
         from vision.pnginfo import read_png_parameters
 
         assert any(f"Seed: {seed}," in (read_png_parameters(p) or "") for p in pngs)
-        labels = [a["label"] for a in client.actions]
-        assert any("バリエーション" in label for label in labels)
+        await client.wait_for(lambda c: any("バリエーション" in a["label"] for a in c.actions))
     finally:
         await client.close()
 
@@ -156,3 +155,73 @@ def test_app_log_has_no_outbound_or_traceback(app: AppProcess) -> None:
     log = app.log()
     assert "Traceback" not in log, log
     assert Path(app.log_path).exists()
+
+
+async def test_thread_resumes_with_its_images_after_restart(
+    ollama: FakeOllama, tmp_path: Path
+) -> None:
+    env = {
+        "EGAKI_DATA_DIR": str(tmp_path / "data"),
+        "EGAKI_OLLAMA_HOST": ollama.url,
+        "EGAKI_OFFLINE": "1",
+        "EGAKI_IMAGE_ENGINE": "fake",
+    }
+    with AppProcess(env) as first:
+        client = await ChatClient(first.url).connect()
+        try:
+            await client.wait_text("GO")
+            ollama.enqueue(Reply(data=SPEC))
+            await client.send("GO")
+            await client.wait_for(lambda c: c.count("element") >= 1, timeout=30)
+            await client.wait_text("What next?")
+            thread_id = next(d["thread_id"] for e, d in client.events if e == "first_interaction")
+            cookies = client.cookies
+        finally:
+            await client.close()
+    with AppProcess(env, port=first.port) as second:
+        resumed = ChatClient(second.url, thread_id=thread_id)
+        resumed.cookies = cookies
+        await resumed.connect()
+        try:
+            await resumed.wait_for(lambda c: c.count("resume_thread") >= 1, timeout=30)
+            thread = next(d for e, d in resumed.events if e == "resume_thread")
+            images = [el for el in thread.get("elements") or [] if el.get("type") == "image"]
+            assert images, thread
+            resp = httpx.get(second.url + images[0]["url"], cookies=cookies)
+            assert resp.status_code == 200 and resp.content[:8] == b"\x89PNG\r\n\x1a\n"
+            await resumed.wait_text("What next?")  # the studio picks up where it stopped
+            assert any(a["name"] == "egaki" for a in resumed.actions)
+            ollama.enqueue(Reply("Still here — and I remember the lighthouse."))
+            await resumed.send("do you remember?")
+            await resumed.wait_text("Still here")
+            body = ollama.last_chat()
+            assert "two women playing beach volleyball" in body["messages"][0]["content"]
+        finally:
+            await resumed.close()
+
+
+async def test_ledger_search_and_reproduce_from_the_chat(
+    app: AppProcess, ollama: FakeOllama
+) -> None:
+    import re
+
+    client = await ChatClient(app.url).connect()
+    try:
+        await client.wait_text("GO")
+        ollama.enqueue(Reply(data={**SPEC, "subject": "a red lighthouse on a cliff"}))
+        await client.send("GO")
+        caption = await client.wait_text("**Seed**", timeout=30)
+        seed = re.search(r"\*\*Seed\*\* (\d+)", caption).group(1)  # type: ignore[union-attr]
+        record = re.search(r"#([0-9a-f]{8})", caption).group(1)  # type: ignore[union-attr]
+        await client.send("find images like a red lighthouse")
+        found = await client.wait_text(f"**#{record}**", timeout=30)  # a search hit
+        assert seed in found
+        assert any("/api/embed" in p for p, _ in ollama.requests), (found, ollama.requests)
+        before = client.count("element")
+        await client.send(f"reproduce #{record}")
+        await client.wait_for(lambda c: c.count("element") > before + 0, timeout=30)
+        await client.wait_for(
+            lambda c: sum(f"**Seed** {seed}" in t for t in c.texts()) >= 2, timeout=30
+        )
+    finally:
+        await client.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,4 +60,27 @@ def test_cli_sets_private_environment_before_chainlit_loads() -> None:
 
     assert PRIVATE_ENV["HF_HUB_DISABLE_TELEMETRY"] == "1"
     assert PRIVATE_ENV["ANONYMIZED_TELEMETRY"] == "False"
-    assert PRIVATE_ENV["CHAINLIT_APP_ROOT"] == str(ROOT)
+
+
+def test_chainlit_works_inside_the_data_dir_not_the_source_tree(tmp_path: Path) -> None:
+    from assistant.cli import prepare_app_root
+    from assistant.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
+    root = prepare_app_root(settings)
+    assert root == tmp_path / "app"
+    assert (root / ".chainlit" / "config.toml").read_text() == (
+        ROOT / ".chainlit" / "config.toml"
+    ).read_text()
+    assert (root / ".chainlit" / "translations" / "ja.json").exists()
+    assert (root / "chainlit_ja-JP.md").exists()
+
+
+def test_chainlit_lazy_getattr_answers_attribute_error() -> None:
+    """pickle (and so torch.compile's cache) probes modules; KeyError would crash it."""
+    import chainlit
+
+    from assistant import chainlit_compat  # noqa: F401
+
+    assert getattr(chainlit, "no_such_thing", None) is None
+    assert chainlit.Message is not None  # the lazy imports still work

@@ -196,3 +196,38 @@ async def test_panel_choices_shape_the_next_image(
     await s.on_action("new", {}, ui)
     await s.on_message("GO", ui)
     assert s.last[0][0].seed == first  # locked to the last image's seed
+
+
+class StubBestOf:
+    """Stands in for assistant.best_of.BestOf: records calls, 'shows' one winner."""
+
+    def __init__(self, engine: FakeEngine, tmp_path: Path) -> None:
+        self.runner = ImageRunner(engine, output_dir=tmp_path / "best")
+        self.calls = 0
+
+    async def run(self, spec, request, say):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        images, paths = await self.runner.run(request.model_copy(update={"batch_size": 3}))
+        await say("2 of 3 were dropped.")
+        return [(images[1], paths[1])]
+
+
+async def test_best_of_shows_only_the_winner_and_the_panel_switches_it(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    from assistant.panel import read_panel
+
+    best = StubBestOf(engine, tmp_path)
+    runner = ImageRunner(engine, output_dir=tmp_path / "images")
+    s = Studio(ChatOllama(model="qwen3-vl:8b", base_url=srv.url), runner.run,
+               best_of=best, best_of_default=True)  # type: ignore[arg-type]
+    ui = UI()
+    await go(s, srv, ui)
+    assert best.calls == 1 and len(s.last) == 1
+    assert "dropped" in ui.said[-1]
+    assert ui.names() == ["more", "variations", "tweak", "upscale", "new"]
+    s.apply_panel(read_panel({"best_of": False}, "sd15"))
+    srv.enqueue(Reply(data=SPEC))
+    await s.on_action("new", {}, ui)
+    await s.on_message("GO", ui)
+    assert best.calls == 1  # switched off: the plain path drew it

@@ -1,0 +1,170 @@
+"""How Egaki's chat looks in Chainlit: messages, buttons, progress, images, the panel.
+
+Implements the UI protocols of :mod:`assistant.conversation` (``ChatUI``) with Chainlit
+messages and elements. Like :mod:`assistant.ui`, one of the few modules that import
+chainlit; no chat logic lives here.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import chainlit as cl
+
+from assistant import chainlit_compat  # noqa: F401  (fixes chainlit before use)
+from assistant.i18n import t
+from assistant.ollama_gateway import PullProgress
+from assistant.panel import FIELDS
+from assistant.studio import ActionSpec
+from tools.engine import GeneratedImage
+
+ACTION = "egaki"  # every studio/vision/ledger button routes through one callback
+
+
+def progress_bar(fraction: float, width: int = 20) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "▰" * filled + "▱" * (width - filled)
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB"
+
+
+class ChainlitUI:
+    """Implements :class:`assistant.conversation.ChatUI` with Chainlit messages."""
+
+    def __init__(self) -> None:
+        self._stream: cl.Message | None = None
+        self._progress: cl.Message | None = None
+        self._last_progress = 0.0
+
+    async def say(self, text: str) -> None:
+        await cl.Message(content=text).send()
+
+    @staticmethod
+    def _buttons(actions: list[ActionSpec]) -> list[cl.Action]:
+        return [
+            cl.Action(name=ACTION, payload={"action": a.name, **a.payload}, label=a.label)
+            for a in actions
+        ]
+
+    async def show(self, text: str, actions: list[ActionSpec]) -> None:
+        await cl.Message(content=text, actions=self._buttons(actions)).send()
+
+    async def show_images(self, text: str, images: list[Path], actions: list[ActionSpec]) -> None:
+        elements = [
+            cl.Image(path=str(p), name=p.stem, display="inline") for p in images
+        ]
+        await cl.Message(content=text, elements=elements, actions=self._buttons(actions)).send()
+
+    async def show_mask_painter(self, text: str, props: dict[str, Any]) -> None:
+        painter = cl.CustomElement(name="MaskPainter", props=props, display="inline")
+        await cl.Message(content=text, elements=[painter]).send()
+
+    async def stream_token(self, token: str) -> None:
+        if self._stream is None:
+            self._stream = cl.Message(content="")
+        await self._stream.stream_token(token)
+
+    async def end_stream(self) -> None:
+        if self._stream is not None:
+            await self._stream.send()
+            self._stream = None
+
+    async def confirm_pull(self, model: str, lang: str) -> bool:
+        res = await cl.AskActionMessage(
+            content=t("model_missing", lang, model=model),
+            actions=[
+                cl.Action(name="pull", payload={"pull": True},
+                          label=t("pull_button", lang, model=model)),
+                cl.Action(name="skip", payload={"pull": False}, label=t("cancel_button", lang)),
+            ],
+            timeout=600,
+        ).send()
+        return bool(res and res.get("payload", {}).get("pull"))
+
+    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None:
+        now = time.monotonic()
+        done = progress.status == "success"
+        if self._progress is not None and not done and now - self._last_progress < 0.25:
+            return  # throttle: the bar moves smoothly without flooding the socket
+        self._last_progress = now
+        text = f"{t('pulling', lang, model=model)}\n\n`{progress_bar(progress.fraction)}` "
+        if progress.total:
+            text += f"{progress.fraction:.0%} ({_gb(progress.completed)} / {_gb(progress.total)})"
+        else:
+            text += progress.status
+        if self._progress is None:
+            self._progress = cl.Message(content=text)
+            await self._progress.send()
+        else:
+            self._progress.content = text
+            await self._progress.update()
+
+
+class ImageReporter:
+    """Shows a job's queue position, step progress and finished images in the chat."""
+
+    def __init__(self) -> None:
+        self._status: cl.Message | None = None
+        self._last = 0.0
+
+    async def _show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._status is not None and not force and now - self._last < 0.3:
+            return
+        self._last = now
+        if self._status is None:
+            self._status = cl.Message(content=text)
+            await self._status.send()
+        else:
+            self._status.content = text
+            await self._status.update()
+
+    async def on_queue_position(self, ahead: int) -> None:
+        if ahead:
+            await self._show(f"⏳ {ahead} job(s) ahead of yours / 順番待ち: {ahead} 件", True)
+
+    async def on_step(self, step: int, total: int, preview: object) -> None:
+        bar = progress_bar(step / total if total else 0.0)
+        await self._show(f"🎨 `{bar}` {step}/{total}", force=step == total)
+
+    async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
+        if self._status is not None:
+            await self._status.remove()
+            self._status = None
+        elements = [
+            cl.Image(path=str(p), name=f"seed-{g.seed}", display="inline")
+            for g, p in zip(images, paths, strict=True)
+        ]
+        req = images[0].request
+        ids = " ".join(f"#{g.ledger_id}" for g in images if g.ledger_id)
+        lines = [
+            f"**Seed** {', '.join(str(g.seed) for g in images)} · {req.width}×{req.height} · "
+            f"{req.steps} steps · {req.sampler} · CFG {req.cfg_scale:g}"
+            + (f" · {ids}" if ids else ""),
+            f"`{req.prompt}`",
+        ]
+        await cl.Message(content="\n\n".join(lines), elements=elements).send()
+
+
+def widgets(lang: str, initial: dict[str, Any]) -> list[Any]:
+    """The settings panel, rendered from :data:`assistant.panel.FIELDS`."""
+    from chainlit.input_widget import Select, Slider, Switch, TextInput
+
+    out: list[Any] = []
+    for f in FIELDS:
+        value: Any = initial.get(f.id, f.initial)
+        if f.kind == "select":
+            out.append(Select(id=f.id, label=f.label(lang), values=f.choices,
+                              initial_value=str(value)))
+        elif f.kind == "switch":
+            out.append(Switch(id=f.id, label=f.label(lang), initial=bool(value)))
+        elif f.kind == "slider":
+            out.append(Slider(id=f.id, label=f.label(lang), initial=float(value),
+                              min=f.min, max=f.max, step=f.step))
+        else:
+            out.append(TextInput(id=f.id, label=f.label(lang), initial=str(value)))
+    return out

@@ -1,0 +1,120 @@
+"""Uploads through the real app: PNG info reuse, image → prompt, paint a mask, inpaint."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.chainlit_client import AppProcess, ChatClient
+from tests.fake_ollama import FakeOllama, Reply
+from tools.engine import GeneratedImage
+from tools.request import ImageRequest
+from vision.pnginfo import save_png
+
+pytestmark = pytest.mark.slow
+DESCRIPTION = {"subject": "a tabby cat sleeping on a windowsill", "environment": "cozy room",
+               "lighting": "soft afternoon light", "style": "photo", "camera": "close-up",
+               "negative": "blurry", "summary": "A cat naps by the window."}
+REGION = {"caption": "a potted plant", "summary": "a plant"}
+PROPOSAL = {"prompt": "a red ceramic mug", "negative": "plant", "summary": "A mug instead."}
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[FakeOllama]:
+    with FakeOllama() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def app(ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    env = {"EGAKI_DATA_DIR": str(tmp_path_factory.mktemp("visiondata")),
+           "EGAKI_OLLAMA_HOST": ollama.url, "EGAKI_OFFLINE": "1", "EGAKI_IMAGE_ENGINE": "fake"}
+    with AppProcess(env) as proc:
+        yield proc
+
+
+def photo(tmp_path: Path) -> Path:
+    path = tmp_path / "cat.jpg"
+    Image.new("RGB", (96, 64), (200, 120, 40)).save(path, "JPEG")
+    return path
+
+
+async def test_png_with_a1111_settings_is_offered_for_exact_reuse(
+    app: AppProcess, tmp_path: Path
+) -> None:
+    req = ImageRequest(prompt="a castle, <lora:x:0.5>", negative_prompt="fog", width=64,
+                       height=64, steps=7, sampler="Euler a", seed=424242)
+    png = save_png(GeneratedImage(image=Image.new("RGB", (64, 64)), request=req, seed=424242,
+                                  model_name="m", model_hash="abcdef1234"), tmp_path / "in.png")
+    client = await ChatClient(app.url).connect()
+    try:
+        await client.wait_text("GO")
+        ref = await client.upload(png, "image/png")
+        await client.send_files("", [ref])
+        await client.wait_text("424242")
+        reuse = client.action(lambda a: a["payload"].get("action") == "vision_reuse")
+        await client.click(reuse)
+        await client.wait_text("**Seed** 424242", timeout=30)
+    finally:
+        await client.close()
+
+
+async def test_photo_to_prompt_then_paint_mask_and_inpaint(
+    app: AppProcess, ollama: FakeOllama, tmp_path: Path
+) -> None:
+    client = await ChatClient(app.url).connect()
+    try:
+        await client.wait_text("GO")
+        ollama.enqueue(Reply(data=DESCRIPTION))
+        ref = await client.upload(photo(tmp_path), "image/jpeg")
+        await client.send_files("", [ref])
+        await client.wait_text("tabby cat sleeping on a windowsill")
+        sent = ollama.last_chat()
+        assert any(m.get("images") for m in sent["messages"])  # the picture went inline
+        inpaint = client.action(lambda a: a["payload"].get("action") == "vision_inpaint")
+        await client.click(inpaint)
+        await client.wait_for(lambda c: any(
+            e == "element" and d.get("type") == "custom" for e, d in c.events))
+        painter = next(d for e, d in client.events if e == "element" and d.get("type") == "custom")
+        assert painter["name"] == "MaskPainter"
+        props = painter["props"]
+        mask = Image.new("L", (props["width"] // 2, props["height"] // 2), 0)  # painted small
+        mask.paste(255, (5, 5, 30, 25))
+        buf = io.BytesIO()
+        mask.save(buf, "PNG")
+        data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
+        await client.click({"name": "egaki_mask", "payload": {}, "label": ""},
+                           mask=data_url, image_id=props["image_id"], instruction="a mug")
+        await client.wait_for(lambda c: sum(
+            e == "element" and d.get("type") == "image" for e, d in c.events) >= 2, timeout=30)
+        region_request = ollama.chat_requests()[-2]
+        crop_b64 = next(m["images"][0] for m in region_request["messages"] if m.get("images"))
+        crop = Image.open(io.BytesIO(base64.b64decode(crop_b64)))
+        assert crop.width < props["width"]  # only the region, not the whole picture
+    finally:
+        await client.close()
+
+
+async def test_non_image_upload_gets_a_clear_message_and_chat_goes_on(
+    app: AppProcess, ollama: FakeOllama, tmp_path: Path
+) -> None:
+    fake = tmp_path / "notes.png"
+    fake.write_bytes(b"%PDF-1.4 not an image at all")
+    client = await ChatClient(app.url).connect()
+    try:
+        await client.wait_text("GO")
+        ref = await client.upload(fake, "image/png")
+        await client.send_files("", [ref])
+        await client.wait_for(lambda c: any("PNG" in t and "JPEG" in t for t in c.texts()))
+        assert "Traceback" not in "".join(client.texts())
+        ollama.enqueue(Reply(data={"slots": {}, "questions": [], "ready": False}))
+        await client.send("a cat")
+        await client.wait_for(lambda c: len(c.texts()) >= 3)
+    finally:
+        await client.close()
