@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -36,12 +37,15 @@ from assistant.settings import Settings
 from assistant.studio import ActionSpec, Runner, Studio
 from prompts.loader import render
 from vision.caption import OllamaCaptioner
-from vision.flow import MASK_ACTION, VisionFlow
+from vision.flow import INPAINT, MASK_ACTION, VisionFlow
 from vision.uploads import load_upload
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
+# "x,y,w,h what to paint" right after "Inpaint a region": a box mask (pixels or fractions)
+_NUM = r"\s*[\d.]+\s*"
+BOX = re.compile(rf"^(?P<box>{_NUM},{_NUM},{_NUM},{_NUM})(?P<rest>.*)$", re.S)
 ModelFactory = Callable[[str], BaseChatModel]
 
 
@@ -106,6 +110,7 @@ class Conversation:
         self._pending_studio: Any = None
         self.vision: VisionFlow | None = None
         self.ledger_chat = ledger_chat
+        self.awaiting_mask: str | None = None  # image id after "Inpaint a region"
         self.best_of_factory = best_of_factory
         self.best_of_default = best_of_default
 
@@ -200,6 +205,12 @@ class Conversation:
         if not self.ready and not await self.ensure_model(ui):
             return
         assert self._agent is not None
+        box = BOX.match(text)
+        if self.awaiting_mask and self.vision is not None and box:
+            image_id, self.awaiting_mask = self.awaiting_mask, None
+            work = self.vision.on_mask(image_id, box.group("box"), box.group("rest"), ui)
+            await self._guarded(work, ui)
+            return
         if self.ledger_chat is not None:
             runner = self.ledger_chat.runner
             runner.context = replace(runner.context, user_words=text)  # stored with images
@@ -277,15 +288,33 @@ class Conversation:
             return
         if self.vision is not None and (VisionFlow.handles(name) or name == MASK_ACTION):
             self.vision.lang = self.lang
+            self.awaiting_mask = str(payload.get("image_id")) if name == INPAINT else None
             await self._guarded(self.vision.on_action(name, payload, ui), ui)
             return
         await self._guarded(self.studio.on_action(name, payload, ui), ui)
 
-    async def on_upload(self, files: list[tuple[Path, str, str]], ui: ChatUI) -> None:
-        """Images dropped into the chat: (path, original name, declared mime) each."""
+    async def on_upload(
+        self, files: list[tuple[Path, str, str]], ui: ChatUI, instruction: str = ""
+    ) -> None:
+        """Images dropped into the chat: (path, original name, declared mime) each.
+
+        Right after "Inpaint a region", the first image is taken as the mask instead."""
         if self.vision is None and (not await self.ensure_model(ui) or self.vision is None):
             return
         self.vision.lang = self.lang
+        if self.awaiting_mask and files:  # an uploaded black-and-white mask
+            image_id, self.awaiting_mask = self.awaiting_mask, None
+            path, name, mime = files[0]
+
+            async def use_mask() -> None:
+                upload = await asyncio.to_thread(
+                    load_upload, path, self.settings, name=name, mime=mime
+                )
+                assert self.vision is not None
+                await self.vision.on_mask(image_id, upload.open(), instruction, ui)
+
+            await self._guarded(use_mask(), ui)
+            return
         for path, name, mime in files:
 
             async def handle(path: Path = path, name: str = name, mime: str = mime) -> None:
@@ -297,7 +326,7 @@ class Conversation:
 
             await self._guarded(handle(), ui)
 
-    async def _guarded(self, work: Awaitable[None], ui: ChatUI) -> None:
+    async def _guarded(self, work: Awaitable[object], ui: ChatUI) -> None:
         """Run studio work; expected failures become messages, the chat stays usable."""
         try:
             await work

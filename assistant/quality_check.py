@@ -32,6 +32,7 @@ from assistant.errors import CapabilityMissing, ModelOutputError
 from assistant.ollama_gateway import ModelStatus
 from assistant.structured import LLMCallCounter, StructuredLLM
 from prompts.loader import render
+from vision.caption import fit_within
 
 __all__ = [
     "CheckReply",
@@ -121,13 +122,8 @@ def encode_image(image: Image.Image, max_side: int = MAX_CHECK_SIDE) -> str:
 
     Deterministic for equal pixels, so tests can tell which candidate was sent.
     """
-    im = image.convert("RGB")
-    if max(im.size) > max_side:
-        scale = max_side / max(im.size)
-        size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-        im = im.resize(size, Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=90)
+    fit_within(image, max_side).save(buf, format="JPEG", quality=90)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

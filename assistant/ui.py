@@ -252,21 +252,29 @@ async def on_settings_update(values: dict[str, Any]) -> None:
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     conv = await _conversation()
-    try:
+    async def turn() -> None:
         files = [
             (Path(str(el.path)), el.name or "", getattr(el, "mime", None) or "")
             for el in message.elements or []
             if getattr(el, "path", None)
         ]
         if files:
-            await conv.on_upload(files, ChainlitUI())
+            await conv.on_upload(files, ChainlitUI(), message.content)
         else:
             await conv.on_message(message.content, ChainlitUI())
+
+    await _guard(conv, turn(), "a chat turn")
+
+
+async def _guard(conv: Conversation, work: Any, what: str) -> None:
+    """Run one handler's work; every failure becomes a message, the chat stays usable."""
+    try:
+        await work
         _remember(conv)
     except EgakiError as err:
         await cl.Message(content=err.localized(conv.lang)).send()
     except Exception as err:  # the UI is the one place that catches everything
-        log.exception("Unexpected error in a chat turn")
+        log.exception("Unexpected error in %s", what)
         await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()
 
 
@@ -275,21 +283,12 @@ async def on_action(action: cl.Action) -> None:
     conv = await _conversation()
     payload = dict(action.payload or {})
     name = str(payload.pop("action", ""))
-    try:
-        await conv.on_action(name, payload, ChainlitUI())
-        _remember(conv)
-    except Exception as err:  # the UI is the one place that catches everything
-        log.exception("Unexpected error in a button action")
-        await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()
+    await _guard(conv, conv.on_action(name, payload, ChainlitUI()), "a button action")
 
 
 @cl.action_callback(MASK_ACTION)
 async def on_mask(action: cl.Action) -> None:
     """The MaskPainter element's "Use this mask" (callAction with the mask data URL)."""
     conv = await _conversation()
-    try:
-        await conv.on_action(MASK_ACTION, dict(action.payload or {}), ChainlitUI())
-        _remember(conv)
-    except Exception as err:  # the UI is the one place that catches everything
-        log.exception("Unexpected error in the mask action")
-        await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()
+    payload = dict(action.payload or {})
+    await _guard(conv, conv.on_action(MASK_ACTION, payload, ChainlitUI()), "the mask action")

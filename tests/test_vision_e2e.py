@@ -118,3 +118,41 @@ async def test_non_image_upload_gets_a_clear_message_and_chat_goes_on(
         await client.wait_for(lambda c: len(c.texts()) >= 3)
     finally:
         await client.close()
+
+
+async def test_inpaint_by_typed_box_or_uploaded_mask(
+    app: AppProcess, ollama: FakeOllama, tmp_path: Path
+) -> None:
+    client = await ChatClient(app.url).connect()
+    try:
+        await client.wait_text("GO")
+        ollama.enqueue(Reply(data=DESCRIPTION))
+        await client.send_files("", [await client.upload(photo(tmp_path), "image/jpeg")])
+        await client.wait_text("tabby cat sleeping on a windowsill")
+
+        def images() -> int:
+            return sum(e == "element" and d.get("type") == "image" for e, d in client.events)
+
+        inpaint = client.action(lambda a: a["payload"].get("action") == "vision_inpaint")
+        await client.click(inpaint)
+        await client.wait_text("x,y,w,h")  # the painter's text names the other ways
+        before = images()
+        ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
+        await client.send("0.1,0.1,0.4,0.5 a red mug")
+        await client.wait_for(lambda c: images() >= before + 2, timeout=30)
+        region = ollama.chat_requests()[-2]
+        crop_b64 = next(m["images"][0] for m in region["messages"] if m.get("images"))
+        assert Image.open(io.BytesIO(base64.b64decode(crop_b64))).width < 96
+
+        await client.click(inpaint)
+        mask = tmp_path / "mask.png"
+        m = Image.new("L", (48, 32), 0)
+        m.paste(255, (24, 0, 48, 16))
+        m.save(mask)
+        before = images()
+        ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
+        await client.send_files("a mug", [await client.upload(mask, "image/png")])
+        await client.wait_for(lambda c: images() >= before + 2, timeout=30)
+        assert PROPOSAL["prompt"] in "".join(client.texts())
+    finally:
+        await client.close()

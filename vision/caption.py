@@ -113,15 +113,20 @@ def _language(lang: str) -> str:
     return "Japanese" if lang.startswith("ja") else "English"
 
 
-def encode_image(image: Image.Image, max_side: int = SEND_MAX_SIDE) -> str:
-    """``data:image/png;base64,…`` of ``image`` scaled to at most ``max_side`` a side."""
+def fit_within(image: Image.Image, max_side: int) -> Image.Image:
+    """RGB copy of ``image`` with its longest side at most ``max_side`` px (for a VLM)."""
     im = image.convert("RGB")
     if max(im.size) > max_side:
         scale = max_side / max(im.size)
         size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
         im = im.resize(size, Image.Resampling.LANCZOS)
+    return im
+
+
+def encode_image(image: Image.Image, max_side: int = SEND_MAX_SIDE) -> str:
+    """``data:image/png;base64,…`` of ``image`` scaled to at most ``max_side`` a side."""
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    fit_within(image, max_side).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 

@@ -119,9 +119,12 @@ MESSAGES: dict[str, dict[str, str]] = {
     "paint_mask": {
         "en": (
             "Paint over the part to change (brush/eraser), optionally say what should "
-            "appear there, then press **Use this mask**."
+            "appear there, then press **Use this mask**. Or upload a black-and-white mask "
+            "(white = change), or type a box as `x,y,w,h` (pixels or fractions) followed by "
+            "what should appear there."
         ),
-        "ja": "変えたい部分を塗り（ブラシ/消しゴム）、必要なら何を描くか書いて「このマスクを使う」を押してください。",
+        "ja": "変えたい部分を塗り（ブラシ/消しゴム）、必要なら何を描くか書いて「このマスクを使う」を押してください。"
+              "白黒のマスク画像（白＝変える部分）をアップロードするか、`x,y,w,h`（ピクセルまたは割合）の後に描く内容を書いても指定できます。",
     },
     "inpaint_plan": {
         "en": "In the painted area I see: *{region}*. I'll paint: `{prompt}`",
