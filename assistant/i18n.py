@@ -107,6 +107,19 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "This image is already as large as I can make it ({width}×{height}).",
         "ja": "この画像はすでに最大サイズです（{width}×{height}）。",
     },
+    "queue_position": {
+        "en": "⏳ Waiting in line: {ahead} job(s) ahead of yours.",
+        "ja": "⏳ 順番待ち: あと {ahead} 件",
+    },
+    "loading_model": {
+        "en": "⏳ Loading the image model `{name}` (first time takes a while)…",
+        "ja": "⏳ 画像モデル `{name}` を読み込み中（初回は時間がかかります）…",
+    },
+    "downloading_model": {
+        "en": "⬇️ Downloading the image model: `{bar}` {percent} ({done} / {total})",
+        "ja": "⬇️ 画像モデルをダウンロード中: `{bar}` {percent}（{done} / {total}）",
+    },
+    "drawing": {"en": "🎨 Drawing `{bar}` {step}/{total}", "ja": "🎨 描画中 `{bar}` {step}/{total}"},
     "internal_error": {
         "en": "Something went wrong on my side ({error}). Your chat is still here; try again.",
         "ja": "内部でエラーが発生しました（{error}）。チャットはそのままです。もう一度お試しください。",

@@ -87,6 +87,7 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
             on_queue_position=reporter.on_queue_position,
             recorder=book.record_batch,
             context=RecordContext(thread_id=thread_id, status="rejected"),
+            on_status=reporter.on_status,
         )
         name = SETTINGS.effective_vision_model
         vision = ChatOllama(model=name, base_url=SETTINGS.ollama_host,
@@ -178,6 +179,7 @@ async def _conversation() -> Conversation:
             on_queue_position=reporter.on_queue_position,
             recorder=book.record_batch,
             context=RecordContext(thread_id=thread_id),
+            on_status=reporter.on_status,
         )
         conv = Conversation(
             SETTINGS,
@@ -191,6 +193,7 @@ async def _conversation() -> Conversation:
             best_of_factory=best_of_factory(reporter, book, thread_id, device),
             best_of_default=best_of_default(device),
         )
+        reporter.lang_of = lambda: conv.lang
         cl.user_session.set("conversation", conv)
     return conv
 

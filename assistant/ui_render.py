@@ -7,11 +7,14 @@ chainlit; no chat logic lives here.
 
 from __future__ import annotations
 
+import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from PIL import Image as PILImage
 
 from assistant import chainlit_compat  # noqa: F401  (fixes chainlit before use)
 from assistant.i18n import t
@@ -109,7 +112,10 @@ class ImageReporter:
 
     def __init__(self) -> None:
         self._status: cl.Message | None = None
+        self._preview: cl.Image | None = None
         self._last = 0.0
+        self._downloads: dict[str, tuple[int, int]] = {}
+        self.lang_of: Callable[[], str] = lambda: "en"  # the conversation sets this
 
     async def _show(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
@@ -125,13 +131,46 @@ class ImageReporter:
 
     async def on_queue_position(self, ahead: int) -> None:
         if ahead:
-            await self._show(f"⏳ {ahead} job(s) ahead of yours / 順番待ち: {ahead} 件", True)
+            await self._show(t("queue_position", self.lang_of(), ahead=ahead), True)
+
+    async def on_status(self, label: str, done: int, total: int | None) -> None:
+        """Model loading and hub download progress for this chat's job."""
+        lang = self.lang_of()
+        if label.startswith("load:"):
+            await self._show(t("loading_model", lang, name=label.removeprefix("load:")), True)
+            return
+        if label.startswith("loaded:"):
+            self._downloads.clear()
+            return
+        self._downloads[label] = (done, total or 0)
+        got = sum(d for d, _ in self._downloads.values())
+        size = sum(tt for _, tt in self._downloads.values())
+        fraction = got / size if size else 0.0
+        await self._show(t("downloading_model", lang, bar=progress_bar(fraction),
+                           percent=f"{fraction:.0%}", done=_gb(got), total=_gb(size)))
 
     async def on_step(self, step: int, total: int, preview: object) -> None:
         bar = progress_bar(step / total if total else 0.0)
-        await self._show(f"🎨 `{bar}` {step}/{total}", force=step == total)
+        await self._show(t("drawing", self.lang_of(), bar=bar, step=step, total=total),
+                         force=step == total)
+        if isinstance(preview, PILImage.Image) and self._status is not None:
+            await self._show_preview(preview)
+
+    async def _show_preview(self, preview: PILImage.Image) -> None:
+        """A small live preview (tiny VAE) under the progress bar, replaced as it improves."""
+        buf = io.BytesIO()
+        preview.save(buf, format="JPEG", quality=80)
+        if self._preview is not None:
+            await self._preview.remove()
+        assert self._status is not None
+        self._preview = cl.Image(content=buf.getvalue(), name="preview", display="inline",
+                                 mime="image/jpeg", size="small")
+        await self._preview.send(for_id=self._status.id)
 
     async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
+        if self._preview is not None:
+            await self._preview.remove()
+            self._preview = None
         if self._status is not None:
             await self._status.remove()
             self._status = None

@@ -442,3 +442,26 @@ def test_decoder_tiny_setting_uses_tiny_vae_without_fast(
     eng = new_engine(tmp_path, tiny_models, decoder="tiny")
     [g] = eng.generate(req())
     assert g.extra == {"VAE": "tiny-taesd"} and g.request.sampler != "LCM"
+
+
+def test_loading_is_reported_once_then_the_model_stays_resident(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    events: list[tuple[str, int, int | None]] = []
+    engine = DiffusersEngine(make_tiny_settings(tmp_path, tiny_models),
+                             on_download=lambda *e: events.append(e))
+    req = ImageRequest(prompt="a bell", width=64, height=64, steps=1, seed=1)
+    engine.generate(req)
+    engine.generate(req)
+    labels = [label for label, _, _ in events]
+    assert labels == ["load:tiny-sd15", "loaded:tiny-sd15"]
+    engine.unload()
+
+
+def test_factory_routes_engine_progress_to_the_queue(tiny_models: TinyModels,
+                                                    tmp_path: Path) -> None:
+    from tools.factory import build_queue
+
+    queue = build_queue(make_tiny_settings(tmp_path, tiny_models))
+    assert queue.engine.on_download == queue.report_status  # type: ignore[attr-defined]
+    queue.close()

@@ -153,6 +153,28 @@ async def test_callbacks_see_the_submitters_context(queue: JobQueue) -> None:
     assert sorted(seen) == ["chat-a", "chat-a", "chat-b", "chat-b"]
 
 
+async def test_engine_status_reaches_only_the_running_jobs_caller(engine: FakeEngine) -> None:
+    seen: dict[str, list[tuple[str, int, int | None]]] = {"a": [], "b": []}
+    queue = JobQueue(engine)
+    real = engine.generate
+
+    def generate(request: ImageRequest, on_step: Any = None, cancel: Any = None) -> Any:
+        queue.report_status(f"load:{request.prompt}", 0, None)  # as the engine does
+        return real(request, on_step, cancel)
+
+    engine.generate = generate  # type: ignore[method-assign]
+    try:
+        await asyncio.gather(
+            queue.submit(_req("a"), on_status=lambda *a: seen["a"].append(a)),
+            queue.submit(_req("b"), on_status=lambda *a: seen["b"].append(a)),
+        )
+        await _settle()
+    finally:
+        await queue.aclose()
+    assert seen == {"a": [("load:a", 0, None)], "b": [("load:b", 0, None)]}
+    queue.report_status("idle", 0, None)  # nothing running: ignored, no error
+
+
 async def test_before_job_hook_runs_first_and_its_errors_are_ignored(
     engine: FakeEngine, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 PositionCallback = Callable[[int], Any]
 ProgressCallback = Callable[[int, int, Any], Any]
+StatusCallback = Callable[[str, int, "int | None"], Any]  # (label, done, total or None)
 BeforeJobHook = Callable[[], None]
 _ids = itertools.count(1)
 
@@ -58,6 +59,7 @@ class Job:
         loop: asyncio.AbstractEventLoop,
         on_step: ProgressCallback | None,
         on_queue_position: PositionCallback | None,
+        on_status: StatusCallback | None = None,
     ) -> None:
         self.id = next(_ids)
         self.request = request
@@ -68,6 +70,7 @@ class Job:
         self._future: asyncio.Future[list[GeneratedImage]] = loop.create_future()
         self._on_step = on_step
         self._on_position = on_queue_position
+        self._on_status = on_status
         self._last_position: int | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         # Callbacks run in the submitter's context (e.g. the chat session's context vars).
@@ -114,6 +117,10 @@ class Job:
             self._last_position = ahead
             self._call_soon(self._on_position, ahead)
 
+    def _status(self, label: str, done: int, total: int | None) -> None:
+        if self._on_status is not None:
+            self._call_soon(self._on_status, label, done, total)
+
     def _step(self, step: int, total: int, preview: Any) -> None:
         if self._on_step is not None:
             self._call_soon(self._on_step, step, total, preview)
@@ -158,9 +165,14 @@ class JobQueue:
         *,
         on_step: ProgressCallback | None = None,
         on_queue_position: PositionCallback | None = None,
+        on_status: StatusCallback | None = None,
     ) -> Job:
-        """Add a job from inside a running event loop and return its handle at once."""
-        job = Job(self, request, asyncio.get_running_loop(), on_step, on_queue_position)
+        """Add a job from inside a running event loop and return its handle at once.
+
+        ``on_status(label, done, total)`` hears model downloads and loads for this job."""
+        job = Job(
+            self, request, asyncio.get_running_loop(), on_step, on_queue_position, on_status
+        )
         with self._cond:
             if self._closed:
                 raise RuntimeError("JobQueue is closed")
@@ -176,10 +188,19 @@ class JobQueue:
         *,
         on_step: ProgressCallback | None = None,
         on_queue_position: PositionCallback | None = None,
+        on_status: StatusCallback | None = None,
     ) -> list[GeneratedImage]:
         """Queue ``request``, wait for its turn and return its images."""
-        job = self.enqueue(request, on_step=on_step, on_queue_position=on_queue_position)
+        job = self.enqueue(
+            request, on_step=on_step, on_queue_position=on_queue_position, on_status=on_status
+        )
         return await job.result()
+
+    def report_status(self, label: str, done: int, total: int | None) -> None:
+        """For the engine (worker thread): model download/load progress of the running job."""
+        job = self._running
+        if job is not None:
+            job._status(label, done, total)
 
     @property
     def pending(self) -> int:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from assistant.errors import EgakiError, GenerationCancelled, InvalidRequest
 from tools.engine import GeneratedImage, ImageEngine
-from tools.jobs import JobQueue, PositionCallback, ProgressCallback
+from tools.jobs import JobQueue, PositionCallback, ProgressCallback, StatusCallback
 from tools.ledger_types import RecordContext, Recorder
 from tools.request import ImageRequest, format_validation_error, parse_request
 from tools.samplers import DEFAULT_SAMPLER, SAMPLERS
@@ -141,8 +141,10 @@ class ImageRunner:
         on_queue_position: PositionCallback | None = None,
         recorder: Recorder | None = None,
         context: RecordContext | None = None,
+        on_status: StatusCallback | None = None,
     ) -> None:
         self.runner = runner
+        self.on_status = on_status
         self.output_dir = output_dir
         self.on_result = on_result
         self.on_step = on_step
@@ -184,7 +186,8 @@ class ImageRunner:
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
             images = await self.runner.submit(
-                request, on_step=self.on_step, on_queue_position=self.on_queue_position
+                request, on_step=self.on_step, on_queue_position=self.on_queue_position,
+                on_status=self.on_status,
             )
         else:
             images = await asyncio.to_thread(self.runner.generate, request, self.on_step)

@@ -196,7 +196,11 @@ class PipelineCache:
                 path = ensure_snapshot(source.ref, self.settings, on_download)
                 source = replace(source, path=path)
             self._free()
+            if on_download is not None:
+                on_download(f"load:{source.name}", 0, None)  # "loading the model…" for the UI
             self._current = self._load(source, key, on_download)
+            if on_download is not None:
+                on_download(f"loaded:{source.name}", 1, 1)
             return self._current
 
     def clear(self) -> None:
