@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 # Every column Chainlit 2.12 inserts (the keys of StepDict, ElementDict, Feedback...)
@@ -179,7 +179,7 @@ def ensure_schema_sync(db_path: Path, migrations: tuple[Migration, ...] = MIGRAT
                     migration.apply(conn)
                     conn.execute(
                         "INSERT INTO _egaki_migrations (name, applied_at) VALUES (?, ?)",
-                        (migration.name, datetime.now(timezone.utc).isoformat()),
+                        (migration.name, datetime.now(UTC).isoformat()),
                     )
                     applied_now.append(migration.name)
                 conn.execute("COMMIT")

@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +148,7 @@ class ChatClient:
         await self.sio.disconnect()
 
     async def send(self, text: str) -> None:
-        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         step = {
             "id": str(uuid.uuid4()),
             "name": "User",
@@ -170,7 +170,7 @@ class ChatClient:
         return dict(resp.json())
 
     async def send_files(self, text: str, refs: list[dict[str, Any]]) -> None:
-        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         step = {"id": str(uuid.uuid4()), "name": "User", "type": "user_message",
                 "output": text, "createdAt": now}
         await self.sio.emit(

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ class ResumeClient:
         return self
 
     async def send(self, text: str) -> None:
-        now = datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         step = {"id": str(uuid.uuid4()), "name": "User", "type": "user_message",
                 "output": text, "createdAt": now}
         await self.sio.emit("client_message", {"message": step, "fileReferences": []})

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def generated_row(gen: GeneratedImage, path: Path, context: RecordContext,
@@ -85,7 +85,7 @@ def png_row(path: Path, key: str) -> dict[str, Any] | None:
     except InvalidRequest as err:
         log.info("ledger: %s has parameters Egaki can't use: %s", path.name, err.message)
         return None
-    created = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    created = datetime.fromtimestamp(path.stat().st_mtime, UTC)
     return {
         "path": key,
         "request_json": request.model_dump_json(),
