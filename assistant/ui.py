@@ -168,6 +168,7 @@ async def _conversation() -> Conversation:
     conv = cl.user_session.get("conversation")
     if conv is None:
         reporter = ImageReporter()
+        cl.user_session.set("reporter", reporter)
         book = await ledger()
         device = await image_device()
         thread_id = cl.context.session.thread_id or ""
@@ -281,12 +282,28 @@ async def _guard(conv: Conversation, work: Any, what: str) -> None:
         await cl.Message(content=t("internal_error", conv.lang, error=type(err).__name__)).send()
 
 
+async def _stoppable(work: Any) -> None:
+    """Run a button's work as the session's current task, so the stop button cancels it.
+
+    Chainlit runs action callbacks inside the HTTP request, outside any task it can stop.
+    """
+    task = asyncio.ensure_future(work)
+    cl.context.session.current_task = task
+    await cl.context.emitter.task_start()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass  # the user pressed stop; Chainlit already said so and the job was cancelled
+    finally:
+        await cl.context.emitter.task_end()
+
+
 @cl.action_callback(ACTION)
 async def on_action(action: cl.Action) -> None:
     conv = await _conversation()
     payload = dict(action.payload or {})
     name = str(payload.pop("action", ""))
-    await _guard(conv, conv.on_action(name, payload, ChainlitUI()), "a button action")
+    await _stoppable(_guard(conv, conv.on_action(name, payload, ChainlitUI()), "a button"))
 
 
 @cl.action_callback(MASK_ACTION)
@@ -294,4 +311,13 @@ async def on_mask(action: cl.Action) -> None:
     """The MaskPainter element's "Use this mask" (callAction with the mask data URL)."""
     conv = await _conversation()
     payload = dict(action.payload or {})
-    await _guard(conv, conv.on_action(MASK_ACTION, payload, ChainlitUI()), "the mask action")
+    work = _guard(conv, conv.on_action(MASK_ACTION, payload, ChainlitUI()), "the mask action")
+    await _stoppable(work)
+
+
+@cl.on_stop
+async def on_stop() -> None:
+    """Stop pressed: clear this chat's progress message (the job itself is cancelled)."""
+    reporter = cl.user_session.get("reporter")
+    if isinstance(reporter, ImageReporter):
+        await reporter.clear()

@@ -167,13 +167,17 @@ class ImageReporter:
                                  mime="image/jpeg", size="small")
         await self._preview.send(for_id=self._status.id)
 
-    async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
+    async def clear(self) -> None:
+        """Remove the progress message and preview (job finished or stopped)."""
         if self._preview is not None:
             await self._preview.remove()
             self._preview = None
         if self._status is not None:
             await self._status.remove()
             self._status = None
+
+    async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
+        await self.clear()
         elements = [
             cl.Image(path=str(p), name=f"seed-{g.seed}", display="inline")
             for g, p in zip(images, paths, strict=True)

@@ -57,6 +57,8 @@ async def test_png_with_a1111_settings_is_offered_for_exact_reuse(
         ref = await client.upload(png, "image/png")
         await client.send_files("", [ref])
         await client.wait_text("424242")
+        await client.wait_for(lambda c: any(a["payload"].get("action") == "vision_reuse"
+                                            for a in c.actions))
         reuse = client.action(lambda a: a["payload"].get("action") == "vision_reuse")
         await client.click(reuse)
         await client.wait_text("**Seed** 424242", timeout=30)
@@ -74,6 +76,8 @@ async def test_photo_to_prompt_then_paint_mask_and_inpaint(
         ref = await client.upload(photo(tmp_path), "image/jpeg")
         await client.send_files("", [ref])
         await client.wait_text("tabby cat sleeping on a windowsill")
+        await client.wait_for(lambda c: any(a["payload"].get("action") == "vision_inpaint"
+                                            for a in c.actions))
         sent = ollama.last_chat()
         assert any(m.get("images") for m in sent["messages"])  # the picture went inline
         inpaint = client.action(lambda a: a["payload"].get("action") == "vision_inpaint")
@@ -129,6 +133,8 @@ async def test_inpaint_by_typed_box_or_uploaded_mask(
         ollama.enqueue(Reply(data=DESCRIPTION))
         await client.send_files("", [await client.upload(photo(tmp_path), "image/jpeg")])
         await client.wait_text("tabby cat sleeping on a windowsill")
+        await client.wait_for(lambda c: any(a["payload"].get("action") == "vision_inpaint"
+                                            for a in c.actions))
 
         def images() -> int:
             return sum(e == "element" and d.get("type") == "image" for e, d in client.events)

@@ -163,7 +163,7 @@ async def test_png_info_is_shown_as_data_and_never_sent_to_a_model(
     await flow.on_action(REUSE, actions[0].payload, ui)  # exactly the file's settings
     request = engine.calls[-1].request
     assert request.prompt.endswith(INJECTION) and request.seed == 1234 and request.steps == 3
-    assert ui.images[-1][1] and ui.images[-1][2][0].name == INPAINT
+    assert ui.shown[-1][1][0].name == INPAINT  # the runner showed the image itself
 
     srv.enqueue(Reply(data=DESCRIPTION))
     await flow.on_action(DESCRIBE, actions[1].payload, ui)
@@ -273,8 +273,7 @@ async def test_painted_mask_inpaints_only_inside_it_with_the_tiny_pipeline(
     srv.enqueue(Reply(data=DESCRIPTION), Reply(data=REGION), Reply(data=PROPOSAL))
 
     mask = painted(32, 32, (16, 0, 32, 32))  # right half, painted at half size
-    payload = {"image_id": up.id, "mask": mask, "instruction": "put the moon there"}
-    await flow.on_action(MASK_ACTION, payload, ui)
+    _images, [after] = await flow.on_mask(up.id, mask, "put the moon there", ui)
 
     _describe, region, propose = srv.chat_requests()
     [crop] = [base64.b64decode(b) for b in region["messages"][-1]["images"]]
@@ -284,8 +283,8 @@ async def test_painted_mask_inpaints_only_inside_it_with_the_tiny_pipeline(
     assert not propose["messages"][-1].get("images")
     assert any("dark clouds" in s and "full moon" in s for s in ui.said)
 
-    text, (before, after), actions = ui.images[-1]
-    assert before == up.path and "Before and after" in text and actions[0].name == INPAINT
+    text, [before], actions = ui.images[-1]  # the result itself was shown by the runner
+    assert before == up.path and "Before" in text and actions[0].name == INPAINT
     diff = np.abs(px(after) - px(before)).mean(axis=2)
     assert diff[:, :32].max() <= 2  # outside the mask: the original pixels
     assert diff[:, 32:].mean() > 5  # inside: repainted

@@ -272,10 +272,11 @@ class VisionFlow:
         if before is not None and before.id in self.descriptions:
             self.descriptions[result.id] = self.descriptions[before.id]
         acts = [ActionSpec(INPAINT, vt("act_inpaint", self.lang), {"image_id": result.id})]
+        # The runner's display already showed the result (with its seed): don't repeat it.
         if before is not None:
-            await ui.show_images(vt("before_after", self.lang), [before.path, *paths], acts)
+            await ui.show_images(vt("before_after", self.lang), [before.path], acts)
         else:
-            await ui.show_images(vt("after_images", self.lang), list(paths), acts)
+            await ui.show(vt("after_images", self.lang), acts)
         return images, list(paths)
 
     # --- inpainting ----------------------------------------------------------------------------

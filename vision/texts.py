@@ -131,8 +131,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ja": "塗った部分には「{region}」が見えます。次の内容で描き直します: `{prompt}`",
     },
     "before_after": {
-        "en": "Before and after (only the painted area changed):",
-        "ja": "変更前と変更後です（塗った部分だけが変わります）:",
+        "en": "Before (the result is above; only the painted area changed):",
+        "ja": "変更前です（結果は上の画像。塗った部分だけが変わります）:",
     },
     "after_images": {
         "en": "Here it is. Inpaint another region, or tell me what to change.",
