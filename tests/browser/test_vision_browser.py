@@ -156,7 +156,7 @@ def test_paint_a_mask_in_the_painter_and_get_before_after(
     ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
     use.click()
     expect(chat.page.get_by_text("Mask sent ✓")).to_be_visible()
-    chat.bot_says("Before and after", timeout_ms=30_000)
+    chat.bot_says("the result is above", timeout_ms=30_000)
     chat.wait_images(images_before + 2)
     expect(chat.bot.filter(has_text="I'll paint").last).to_contain_text("a red ceramic mug")
 
