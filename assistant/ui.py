@@ -118,8 +118,21 @@ async def ledger() -> Ledger:
     return _LEDGER
 
 
+_FAMILY: str | None = None
+
+
 def image_family(settings: Settings) -> str:
-    """SD1.5 or SDXL, for prompt style and native sizes; a guess when nothing is local."""
+    """SD1.5 or SDXL, for prompt style and native sizes; a guess when nothing is local.
+
+    Read once per process (it opens the model's index or checkpoint header), not per chat.
+    """
+    global _FAMILY
+    if _FAMILY is None:
+        _FAMILY = _detect_family(settings)
+    return _FAMILY
+
+
+def _detect_family(settings: Settings) -> str:
     if settings.image_engine == "diffusers":
         from tools.models import detect_family, resolve_model
 
