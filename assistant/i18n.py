@@ -115,6 +115,12 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "⏳ Loading the image model `{name}` (first time takes a while)…",
         "ja": "⏳ 画像モデル `{name}` を読み込み中（初回は時間がかかります）…",
     },
+    "optimising_model": {
+        "en": "⚙️ Optimising `{name}` for this CPU with OpenVINO — once per model, a few "
+        "minutes; later pictures are about twice as fast…",
+        "ja": "⚙️ `{name}` をこの CPU 向けに OpenVINO で最適化中（モデルごとに初回のみ・数分）。"
+        "以降の生成は約 2 倍速くなります…",
+    },
     "downloading_model": {
         "en": "⬇️ Downloading the image model: `{bar}` {percent} ({done} / {total})",
         "ja": "⬇️ 画像モデルをダウンロード中: `{bar}` {percent}（{done} / {total}）",

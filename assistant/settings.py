@@ -77,7 +77,11 @@ class Settings(BaseSettings):
     device: DeviceName = Field("auto", description="Torch device for diffusers.")
     dtype: DtypeName = Field("auto", description="Torch dtype; auto = fp16 on CUDA, fp32 on CPU.")
     attention_slicing: bool = Field(False, description="Lower memory, slightly slower.")
-    vae_tiling: bool = Field(False, description="Decode large images in tiles.")
+    vae_tiling: bool = Field(False, description="Always decode images in tiles.")
+    vae_tile_above_px: int = Field(
+        1536 * 1536, ge=0,
+        description="Decode in tiles above this many pixels (memory stays flat); 0 = never.",
+    )
     cpu_offload: bool = Field(False, description="Keep weights on CPU until used (small GPUs).")
     compile_unet: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -89,6 +93,14 @@ class Settings(BaseSettings):
     compile_sizes: list[str] = Field(
         default_factory=list,
         description="Sizes to compile ahead, e.g. ['512x512']; empty = the model's native sizes.",
+    )
+    cpu_runtime: Literal["auto", "torch", "openvino"] = Field(
+        "auto",
+        description="What runs the UNet and VAE decoder on the CPU; auto = OpenVINO for SD1.x "
+        "when installed (converted once per model, cached), else torch.",
+    )
+    openvino_precision: Literal["auto", "bf16", "f32"] = Field(
+        "auto", description="OpenVINO compute precision; auto = bf16 where the CPU has it."
     )
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
     decoder: DecoderName = Field("full", description="VAE for final images: full or tiny.")

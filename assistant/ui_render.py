@@ -139,6 +139,10 @@ class ImageReporter:
         if label.startswith("load:"):
             await self._show(t("loading_model", lang, name=label.removeprefix("load:")), True)
             return
+        if label.startswith("optimise:"):
+            await self._show(t("optimising_model", lang, name=label.removeprefix("optimise:")),
+                             True)
+            return
         if label.startswith("loaded:"):
             self._downloads.clear()
             return
@@ -188,6 +192,8 @@ class ImageReporter:
             f"**Seed** {', '.join(str(g.seed) for g in images)} · {req.width}×{req.height} · "
             f"{req.steps} steps · {req.sampler} · CFG {req.cfg_scale:g}"
             + (f" · {ids}" if ids else ""),
+            *([f"⏱ {images[0].duration_s:.1f} s · {images[0].peak_memory}"]
+              if images[0].peak_memory else []),
             f"`{req.prompt}`",
         ]
         await cl.Message(content="\n\n".join(lines), elements=elements).send()

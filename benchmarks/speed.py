@@ -10,9 +10,13 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
 
 * ``naive``  — ``AutoPipelineForText2Image.from_pretrained`` with defaults (fp16 on GPU),
   ``--steps`` steps, CFG 7, the folder's default scheduler, full VAE decode;
-* ``egaki``  — Egaki's :class:`~tools.diffusers_engine.DiffusersEngine`, same steps/CFG,
-  its default sampler (DPM++ 2M Karras) and full VAE;
-* ``fast``   — Egaki's fast mode: LCM, 4 steps, no CFG, TAESD decode.
+* ``egaki``  — Egaki's :class:`~tools.diffusers_engine.DiffusersEngine` as configured by
+  default, same steps/CFG, its default sampler (DPM++ 2M Karras) and full VAE; on a CPU
+  that is OpenVINO (converted once into ``--workdir``; the first run's load time
+  includes it);
+* ``torch``  — the same with ``cpu_runtime=torch`` (CPU only: PyTorch eager);
+* ``fast``   — Egaki's fast mode: LCM, ``--fast-steps`` steps, no CFG, TAESD decode;
+* ``fast-torch`` — fast mode with ``cpu_runtime=torch`` (CPU only).
 
 Runs unchanged on a user's GPU box (no downloads: everything is generated locally).
 """
@@ -26,7 +30,6 @@ import platform
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +87,7 @@ def _timed(fn: Any, repeat: int, device: str) -> list[float]:
 
 
 def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
-           repeat: int, warmup: int) -> dict[str, Any]:
+           repeat: int, warmup: int, fast_steps: int = 4) -> dict[str, Any]:
     """Run one path in this process and return its measurements."""
     import torch
 
@@ -108,21 +111,24 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         from tools.diffusers_engine import DiffusersEngine
         from tools.request import ImageRequest
 
-        data = Path(tempfile.mkdtemp(prefix="egaki-bench-"))
+        # A lasting data dir: OpenVINO's converted models are cached there between runs.
+        data = model_dir.parent / "egaki-data"
+        runtime = "torch" if path_name.endswith("torch") else "auto"
         settings = Settings(_env_file=None, data_dir=data, image_model=str(model_dir),  # type: ignore[call-arg]
-                            offline=True, tiny_vae_model=str(taesd))
+                            offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime)
         engine = DiffusersEngine(settings, preview_every=0)
-        fast = path_name == "fast"
-        used_steps = 4 if fast else steps
+        fast = path_name.startswith("fast")
+        used_steps = fast_steps if fast else steps
 
         def run(n: int = used_steps) -> None:
-            engine.generate(ImageRequest(prompt=PROMPT, width=size, height=size,
-                                         steps=n if not fast else 4, cfg_scale=1.0 if fast else 7.0,
-                                         seed=1, fast=fast))
+            engine.generate(ImageRequest(prompt=PROMPT, width=size, height=size, steps=n,
+                                         cfg_scale=1.0 if fast else 7.0, seed=1, fast=fast))
+
+        run(1)  # load (and on first use convert) outside the timed runs
 
     load_s = time.perf_counter() - t_load
     for _ in range(warmup):
-        run(2 if device == "cpu" and path_name != "fast" else used_steps)
+        run(2 if device == "cpu" and not path_name.startswith("fast") else used_steps)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = _timed(run, repeat, device)
@@ -135,8 +141,10 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", help="sd15,sdxl (default: sd15 on CPU, both on GPU)")
-    p.add_argument("--paths", default="naive,egaki,fast")
+    p.add_argument("--paths", help="default: naive,torch,egaki,fast-torch,fast on CPU, "
+                   "naive,egaki,fast elsewhere")
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--fast-steps", type=int, default=4, help="steps in fast mode (1-8)")
     p.add_argument("--repeat", type=int, default=None, help="timed runs (default 1 CPU, 5 GPU)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "egaki-bench")
@@ -147,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     device = _device()
     models = (a.models or ("sd15,sdxl" if device == "cuda" else "sd15")).split(",")
     repeat = a.repeat or (5 if device == "cuda" else 1)
+    paths = a.paths or ("naive,torch,egaki,fast-torch,fast" if device == "cpu"
+                        else "naive,egaki,fast")
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, models)
 
     if a.worker:
         path_name, model = a.worker
-        out = worker(path_name, model, dirs[model], dirs["taesd"], a.steps, repeat, a.warmup)
+        out = worker(path_name, model, dirs[model], dirs["taesd"], a.steps, repeat, a.warmup,
+                     a.fast_steps)
         print("RESULT " + json.dumps(out), flush=True)
         return 0
 
@@ -163,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
           f" · steps {a.steps} · repeat {repeat}", flush=True)
     results: list[dict[str, Any]] = []
     for model in models:
-        for path_name in a.paths.split(","):
+        for path_name in paths.split(","):
             cmd = [sys.executable, "-m", "benchmarks.speed", "--worker", path_name, model,
                    "--models", model, "--steps", str(a.steps), "--repeat", str(repeat),
+                   "--fast-steps", str(a.fast_steps),
                    "--warmup", str(a.warmup), "--workdir", str(a.workdir)]
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)

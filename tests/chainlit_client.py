@@ -38,7 +38,9 @@ class AppProcess:
     def __init__(self, env: dict[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, **env, "EGAKI_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        # OpenVINO converts once per data dir: apps run torch unless a test asks for it.
+        self.env = {"EGAKI_CPU_RUNTIME": "torch", **os.environ, **env,
+                    "EGAKI_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
         self.proc: subprocess.Popen[str] | None = None
         self.started_in_s = 0.0
         self.data_dir = Path(env.get("EGAKI_DATA_DIR", "/tmp"))

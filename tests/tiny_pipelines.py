@@ -254,6 +254,7 @@ def make_tiny_settings(data_dir: Path, models: TinyModels, **overrides: Any) -> 
         "lora_dir": models.lora_dir,
         "tiny_vae_model": str(models.taesd_dir),
         "hf_cache_dir": models.hf_cache,
+        "cpu_runtime": "torch",  # OpenVINO has its own tests (it converts once per data dir)
         **overrides,
     }
     return Settings(_env_file=None, **values)

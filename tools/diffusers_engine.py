@@ -35,6 +35,7 @@ from tools.lora import (
     merge_loras,
     resolve_loras,
 )
+from tools.memory import PeakMeter
 from tools.models import (
     ModelFile,
     ModelSource,
@@ -48,6 +49,7 @@ from tools.pipeline_cache import LoadedModel, PipelineCache
 from tools.previews import make_preview, tiny_decode, tiny_vae_ref
 from tools.request import MAX_SEED, ImageRequest
 from tools.samplers import SAMPLERS, build_scheduler
+from tools.vae_precision import tile_large_decodes
 
 log = logging.getLogger(__name__)
 
@@ -194,9 +196,10 @@ class DiffusersEngine:
         pipe = loaded.pipeline_for(mode)
         pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
         loaded.loras.apply(pipe, plan.loras)
-        if loaded.compiled is not None:
-            # LoRA adapters change the UNet's modules: the compiled graph would not match.
-            loaded.compiled.paused = bool(plan.loras)
+        for accel in (loaded.compiled, loaded.openvino):
+            if accel is not None:
+                # LoRA adapters change the UNet's modules: a compiled graph would not match.
+                accel.paused = bool(plan.loras)
         extra = self._infotext_extras(plan)
         tiny = None
         if plan.tiny_decoder:
@@ -242,13 +245,18 @@ class DiffusersEngine:
         if tiny is not None:
             kwargs["output_type"] = "latent"  # decoded below by TAESD
 
+        tile_large_decodes(pipe.vae, req.width, req.height, self.settings.vae_tile_above_px,
+                           self.settings.vae_tiling)
+
         # 4. denoise
         started = time.monotonic()
+        meter = PeakMeter(loaded.device)
         try:
             loaded.activate(pipe)
-            images = pipe(**kwargs).images
-            if tiny is not None:
-                images = tiny_decode(images, tiny, pipe.image_processor)
+            with meter:
+                images = pipe(**kwargs).images
+                if tiny is not None:
+                    images = tiny_decode(images, tiny, pipe.image_processor)
         except EgakiError:
             raise
         except torch.OutOfMemoryError as err:
@@ -265,6 +273,9 @@ class DiffusersEngine:
                 f"画像生成に失敗しました（{type(err).__name__}）。",
             ) from err
         elapsed = time.monotonic() - started
+        peak = str(meter.result or "")
+        log.info("%d image(s) %dx%d, %d steps in %.1f s, %s", req.batch_size, req.width,
+                 req.height, req.steps, elapsed, peak or "peak memory unknown")
 
         # 5. finish
         if mode == "inpaint" and plan.init is not None and plan.mask is not None:
@@ -282,6 +293,7 @@ class DiffusersEngine:
                     model_hash=loaded.hash,
                     duration_s=elapsed,
                     extra=dict(extra),
+                    peak_memory=peak,
                 )
             )
         return out

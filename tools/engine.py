@@ -32,6 +32,7 @@ class GeneratedImage:
     duration_s: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
     ledger_id: str = ""  # set once the ledger recorded it; shown as #id
+    peak_memory: str = ""  # e.g. "peak 3.2 GiB VRAM" for the request that made it
 
 
 @runtime_checkable

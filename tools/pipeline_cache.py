@@ -106,6 +106,7 @@ class LoadedModel:
     _tiny: tuple[Any | None, str] | None = None
     _offload_owner: int | None = None
     compiled: Any = None  # tools.compiled.CompiledUnet when the UNet is being compiled
+    openvino: Any = None  # tools.openvino_pipeline.OpenVinoPipeline on the CPU, if used
 
     @property
     def is_inpaint_model(self) -> bool:
@@ -128,11 +129,14 @@ class LoadedModel:
     def tiny_vae(self, settings: Settings) -> tuple[Any | None, str]:
         """(TAESD, "") or (None, reason); loaded once per resident model."""
         if self._tiny is None:
-            from tools.previews import load_tiny_vae
+            from tools.previews import load_tiny_vae, tiny_vae_ref
 
             self._tiny = load_tiny_vae(settings, self.family, self.device, self.dtype)
             if self._tiny[0] is None:
                 log.info("no tiny VAE: %s", self._tiny[1])
+            elif self.openvino is not None:
+                ref = tiny_vae_ref(settings, self.family)
+                self.openvino.add_decoder(self._tiny[0], ("tiny-vae", ref, settings.offline))
         return self._tiny
 
     def activate(self, pipe: Any) -> None:
@@ -149,6 +153,9 @@ class LoadedModel:
         if self.compiled is not None:
             self.compiled.failed = "model unloaded"  # stops a warm-up between shapes
             self.compiled = None
+        if self.openvino is not None:
+            self.openvino.close()
+            self.openvino = None
         self._derived.clear()
         self._tiny = None
         self.pipe = None
@@ -263,7 +270,34 @@ class PipelineCache:
             offload=offload, scheduler_config=dict(pipe.scheduler.config), key=key,
             _offload_owner=id(pipe) if offload else None,
             compiled=None if offload else self._compile(pipe, device, family),
+            openvino=self._openvino(pipe, source, key, device, family, on_download),
         )
+
+    def _openvino(self, pipe: Any, source: ModelSource, key: tuple[str, ...], device: str,
+                  family: ModelFamily, on_download: DownloadCallback | None) -> Any:
+        """Route the UNet and VAE decoder through OpenVINO when chosen; None = torch."""
+        from tools.openvino_runtime import available, pick_precision
+
+        wanted = self.settings.cpu_runtime
+        if device != "cpu" or wanted == "torch" or (wanted == "auto" and family != "sd15"):
+            return None  # auto: SDXL's conversion needs more RAM than most CPU boxes have
+        why = available()
+        if why:
+            (log.warning if wanted == "openvino" else log.info)("%s; running torch", why)
+            return None
+        from tools.openvino_pipeline import accelerate
+
+        def status(part: str) -> None:
+            if on_download is not None:
+                on_download(f"optimise:{source.name}", 0, None)
+
+        try:
+            precision = pick_precision(self.settings.openvino_precision)
+            return accelerate(pipe, key, self.settings.cache_dir / "openvino", precision,
+                              status)
+        except Exception as err:  # an optimisation, never a failure
+            log.warning("OpenVINO unavailable (%s: %s); running torch", type(err).__name__, err)
+            return None
 
     def _compile(self, pipe: Any, device: str, family: ModelFamily) -> Any:
         """Start the background UNet compile when wanted; None means eager only."""
@@ -297,8 +331,9 @@ class PipelineCache:
         pipe.set_progress_bar_config(disable=True)
         if s.attention_slicing:
             pipe.enable_attention_slicing()
-        if s.vae_tiling:
-            pipe.vae.enable_tiling()
+        from tools.vae_precision import keep_vae_in_bf16
+
+        keep_vae_in_bf16(pipe.vae, device)
         if s.cpu_offload and device != "cpu":
             pipe.enable_model_cpu_offload(device=device)
             return True

@@ -1,0 +1,84 @@
+"""Peak memory of one image request: VRAM on CUDA, resident RAM elsewhere.
+
+On CUDA the allocator's peak is reset before the request and read after. On Linux the
+process's resident high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs``
+so the figure belongs to this request; where that is not allowed (or off Linux) the
+process's lifetime peak is reported, marked as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PROC = Path("/proc/self")
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    """``bytes`` at most during the request; ``kind`` says of what."""
+
+    bytes: int
+    kind: str  # "VRAM", "RAM", or "RAM (process lifetime)"
+
+    def __str__(self) -> str:
+        return f"peak {self.bytes / 2**30:.1f} GiB {self.kind}"
+
+
+class PeakMeter:
+    """``with PeakMeter(device) as meter: ...`` then ``meter.result``."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.result: PeakMemory | None = None
+        self._per_request = False
+
+    def __enter__(self) -> PeakMeter:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._per_request = _reset_rss_peak()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.device == "cuda":
+                import torch
+
+                self.result = PeakMemory(int(torch.cuda.max_memory_allocated()), "VRAM")
+            elif self._per_request and (hwm := _read_hwm()) is not None:
+                self.result = PeakMemory(hwm, "RAM")
+            else:
+                self.result = PeakMemory(_lifetime_rss_peak(), "RAM (process lifetime)")
+        except Exception as err:  # a measurement must never fail the request
+            log.debug("peak memory unavailable: %s", err)
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        (_PROC / "clear_refs").write_text("5")  # "5" resets VmHWM to the current RSS
+    except OSError:
+        return False
+    return _read_hwm() is not None
+
+
+def _read_hwm() -> int | None:
+    try:
+        for line in (_PROC / "status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _lifetime_rss_peak() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
