@@ -74,6 +74,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "ja": "モデルの応答が途中で止まりました（{error}）。もう一度送信してください。",
     },
     "act_more": {"en": "🔁 {n} more (new seeds)", "ja": "🔁 別シードで{n}枚"},
+    "act_quick": {"en": "⚡ {n} quick previews", "ja": "⚡ 高速プレビュー{n}枚"},
+    "act_full": {"en": "✨ Full quality #{n}", "ja": "✨ #{n} を本番画質で"},
     "act_variations": {"en": "🎲 Variations", "ja": "🎲 バリエーション"},
     "act_tweak": {"en": "✏️ Same seed, tweak prompt", "ja": "✏️ 同じシードで修正"},
     "act_upscale": {"en": "🔍 Upscale ×2", "ja": "🔍 2倍に拡大"},

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     openvino_precision: Literal["auto", "bf16", "f32"] = Field(
         "auto", description="OpenVINO compute precision; auto = bf16 where the CPU has it."
     )
+    openvino_int8: bool = Field(
+        False,
+        description="Quantize the OpenVINO UNet to int8: ~1.6x faster again, some loss of "
+        "fidelity; calibrated once per model on sample prompts (several minutes).",
+    )
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
     decoder: DecoderName = Field("full", description="VAE for final images: full or tiny.")
     tiny_vae_model: str = Field("madebyollin/taesd", description="Tiny autoencoder (TAESD).")

@@ -197,8 +197,15 @@ class Studio:
 
     def actions(self) -> list[ActionSpec]:
         lang = self.lang
-        acts = [
-            ActionSpec("more", t("act_more", lang, n=MORE_COUNT)),
+        previews = [g for g, _ in self.last if g.request.fast]
+        acts = [  # after quick previews: render the one you like at full quality
+            ActionSpec("full", t("act_full", lang, n=i + 1), {"seed": g.seed})
+            for i, g in enumerate(previews[:MORE_COUNT])
+        ]
+        acts.append(ActionSpec("more", t("act_more", lang, n=MORE_COUNT)))
+        if not self.overrides.get("fast"):
+            acts.append(ActionSpec("quick", t("act_quick", lang, n=MORE_COUNT)))
+        acts += [
             ActionSpec("variations", t("act_variations", lang)),
             ActionSpec("tweak", t("act_tweak", lang)),
         ]
@@ -222,6 +229,15 @@ class Studio:
                 {**self.overrides, "seed": None, "batch_size": MORE_COUNT}
             )  # new seeds by definition, whatever the lock says
             await self._run(request, ui)
+        elif name == "quick":  # fast mode: few steps, no CFG, tiny VAE; new seeds
+            request = self.spec.to_image_request(
+                {**self.overrides, "seed": None, "batch_size": MORE_COUNT, "fast": True}
+            )
+            await self._run(request, ui)
+        elif name == "full":  # the chosen preview's seed at the panel's full settings
+            overrides = {**self.overrides, "fast": False, "batch_size": 1}
+            await self._run(self.spec.to_image_request(
+                {**overrides, "seed": int(payload.get("seed", 0))}), ui)
         elif name == "variations":
             self.variants = await self.builder.variations(self.spec, VARIATION_COUNT)
             lines = [

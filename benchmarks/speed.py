@@ -16,7 +16,12 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
   includes it);
 * ``torch``  — the same with ``cpu_runtime=torch`` (CPU only: PyTorch eager);
 * ``fast``   — Egaki's fast mode: LCM, ``--fast-steps`` steps, no CFG, TAESD decode;
-* ``fast-torch`` — fast mode with ``cpu_runtime=torch`` (CPU only).
+* ``fast-torch`` — fast mode with ``cpu_runtime=torch`` (CPU only);
+* ``int8`` / ``fast-int8`` — ``egaki`` / ``fast`` with the int8 OpenVINO UNet (CPU only,
+  opt-in: calibrated once into ``--workdir``, several minutes).
+
+Peak memory is measured over the timed runs only (VRAM on CUDA; on Linux the resident
+high-water mark reset before them), so a one-time conversion doesn't count.
 
 Runs unchanged on a user's GPU box (no downloads: everything is generated locally).
 """
@@ -115,7 +120,8 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         data = model_dir.parent / "egaki-data"
         runtime = "torch" if path_name.endswith("torch") else "auto"
         settings = Settings(_env_file=None, data_dir=data, image_model=str(model_dir),  # type: ignore[call-arg]
-                            offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime)
+                            offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime,
+                            openvino_int8=path_name.endswith("int8"))
         engine = DiffusersEngine(settings, preview_every=0)
         fast = path_name.startswith("fast")
         used_steps = fast_steps if fast else steps
@@ -129,13 +135,16 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
     load_s = time.perf_counter() - t_load
     for _ in range(warmup):
         run(2 if device == "cpu" and not path_name.startswith("fast") else used_steps)
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = _timed(run, repeat, device)
+    from tools.memory import PeakMeter
+
+    with PeakMeter(device) as meter:
+        times = _timed(run, repeat, device)
     median = sorted(times)[len(times) // 2]
+    peak = meter.result.bytes / 2**30 if meter.result else _peak(device)
     return {"path": path_name, "model": model, "device": device, "size": size,
             "steps": used_steps, "seconds": median, "all_seconds": times,
-            "it_per_s": used_steps / median, "peak_gib": _peak(device), "load_s": load_s}
+            "it_per_s": used_steps / median, "peak_gib": peak, "load_s": load_s,
+            "peak_kind": meter.result.kind if meter.result else "lifetime"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,6 +66,12 @@ async def test_offline_full_flow_makes_no_outbound_connection(
         "EGAKI_IMAGE_MODEL": str(tiny_models.sd15_dir),
         "EGAKI_TINY_VAE_MODEL": str(tiny_models.taesd_dir),
         "EGAKI_HF_CACHE_DIR": str(tiny_models.hf_cache),
+        # The CPU runtime users get by default: OpenVINO, whose pip package would send
+        # telemetry unless blocked. "CI" off and a fresh HOME (no consent file) make
+        # it try, so a leak would show in the log.
+        "EGAKI_CPU_RUNTIME": "openvino",
+        "CI": "",
+        "HOME": str(tmp_path / "home"),
     }
     with AppProcess(env) as app:
         client = await ChatClient(app.url).connect()
@@ -81,6 +87,7 @@ async def test_offline_full_flow_makes_no_outbound_connection(
                     if e in ("new_message", "update_message") and isinstance(d, dict)]
             assert any("Loading the image model" in t for t in said)  # load progress
             assert any("Drawing" in t for t in said)  # step progress (status is updated)
+            assert any("OpenVINO" in t for t in said)  # converted for this CPU, offline
         finally:
             await client.close()
         assert list((app.data_dir / "images").glob("*.png"))

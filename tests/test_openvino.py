@@ -258,3 +258,41 @@ def test_openvino_telemetry_is_blocked(tmp_path: Path) -> None:
         logs.append(log.read_text() if log.exists() else "")
     assert "google-analytics" in logs[0], "control: the guard should see OpenVINO telemetry"
     assert logs[1] == ""
+
+
+def test_int8_unet_is_calibrated_once_then_reused(
+    tiny_models: TinyModels, tmp_path: Path, torch_engine: DiffusersEngine,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools import openvino_int8
+
+    monkeypatch.setattr(openvino_int8, "NATIVE_SIZE", {"sd15": 64})  # tiny model, quick
+    seen: list[int] = []
+    real_quantize = openvino_int8.quantize
+
+    def counting(model: Any, samples: list[list[Any]], target: Path) -> None:
+        seen.append(len(samples))
+        real_quantize(model, samples, target)
+
+    monkeypatch.setattr(openvino_int8, "quantize", counting)
+    settings = make_tiny_settings(tmp_path / "data", tiny_models, cpu_runtime="openvino",
+                                  openvino_precision="f32", openvino_int8=True)
+    engine = DiffusersEngine(settings, preview_every=0)
+    got = px(engine.generate(req())[0].image)
+    unet = routes(engine)["forward"]
+    assert seen == [16]  # calibration.yaml: an even spread of 16 of the inputs seen
+    assert any(n.get_type_name() == "FakeQuantize" for n in unet.model.model.get_ops())
+    want = px(torch_engine.generate(req())[0].image)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 40
+    engine.unload()
+
+    def no_requantize(*a: Any, **k: Any) -> None:
+        raise AssertionError("quantized again instead of using the cache")
+
+    monkeypatch.setattr(openvino_int8, "quantize", no_requantize)
+    again = DiffusersEngine(settings, preview_every=0)
+    again.generate(req())
+    unet = routes(again)["forward"]
+    assert unet.calls == 3 and unet.failed is None
+    assert any(n.get_type_name() == "FakeQuantize" for n in unet.model.model.get_ops())
+    again.unload()

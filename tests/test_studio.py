@@ -80,10 +80,28 @@ async def test_go_draws_with_card_then_offers_next_steps(
     card = ui.shown[0][0]
     assert "a red fox, snowy forest, soft morning light" in card
     assert len(engine.calls) == 1 and engine.calls[0].request.prompt.startswith("a red fox")
-    assert ui.names() == ["more", "variations", "tweak", "upscale", "new"]
+    assert ui.names() == ["more", "quick", "variations", "tweak", "upscale", "new"]
     assert s.counter.total == 1  # GO skipped the interview: only the spec call
     gen, path = s.last[0]
     assert f"Seed: {gen.seed}," in (read_png_parameters(path) or "")
+
+
+async def test_quick_previews_then_full_quality_of_the_chosen_seed(
+    srv: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    s, ui = studio(srv, engine, tmp_path), UI()
+    await go(s, srv, ui)
+    await s.on_action("quick", {}, ui)
+    quick = engine.calls[-1].request
+    assert quick.fast and quick.batch_size == 4 and quick.prompt == engine.calls[0].request.prompt
+    fulls = [a for a in ui.shown[-1][1] if a.name == "full"]
+    seeds = [g.seed for g, _ in s.last]
+    assert [a.payload["seed"] for a in fulls] == seeds and len(set(seeds)) == 4
+    await s.on_action("full", fulls[2].payload, ui)
+    full = engine.calls[-1].request
+    assert not full.fast and full.seed == seeds[2] and full.batch_size == 1
+    assert full.steps == 20 and full.sampler == "Euler a"  # the card's settings, not LCM
+    assert "full" not in ui.names()  # a full-quality image offers no "full" buttons
 
 
 async def test_more_makes_four_new_seeds(
@@ -225,7 +243,7 @@ async def test_best_of_shows_only_the_winner_and_the_panel_switches_it(
     await go(s, srv, ui)
     assert best.calls == 1 and len(s.last) == 1
     assert "dropped" in ui.said[-1]
-    assert ui.names() == ["more", "variations", "tweak", "upscale", "new"]
+    assert ui.names() == ["more", "quick", "variations", "tweak", "upscale", "new"]
     s.apply_panel(read_panel({"best_of": False}, "sd15"))
     srv.enqueue(Reply(data=SPEC))
     await s.on_action("new", {}, ui)

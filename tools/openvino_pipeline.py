@@ -194,18 +194,29 @@ def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any, modu
 
 
 def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
-               on_status: StatusCallback | None = None) -> OpenVinoPipeline | None:
-    """Route ``pipe``'s UNet and VAE decoder through OpenVINO; None if neither converts."""
+               on_status: StatusCallback | None = None, *, int8: bool = False,
+               family: str = "sd15") -> OpenVinoPipeline | None:
+    """Route ``pipe``'s UNet and VAE decoder through OpenVINO; None if neither converts.
+
+    ``int8`` swaps in a quantized UNet (built once from calibration runs, see
+    :mod:`tools.openvino_int8`).
+    """
     accel = OpenVinoPipeline(root=root, precision=precision, identity=identity)
     unet = pipe.unet
     extra, specs, example = unet_inputs(unet)
     ir = _ensure_ir(root, identity, "unet", unet.config, unet_module(unet, extra),
                     example, specs, on_status)
     if ir is not None:
-        accel.routes.append(
-            OvRoute(unet, "forward", OvModel(ir, precision),
-                    unet_accepts(extra, 2 ** (len(unet.config.up_block_types) - 1)),
-                    unet_wrap))
+        route = OvRoute(unet, "forward", OvModel(ir, precision),
+                        unet_accepts(extra, 2 ** (len(unet.config.up_block_types) - 1)),
+                        unet_wrap)
+        accel.routes.append(route)
+        if int8:
+            from tools.openvino_int8 import ensure_int8
+
+            quantized = ensure_int8(pipe, route, ir, family, on_status)
+            if quantized is not None:
+                route.model = OvModel(quantized, precision)
     accel.add_decoder(pipe.vae, identity, on_status)
     if not accel.routes:
         return None

@@ -294,7 +294,7 @@ class PipelineCache:
         try:
             precision = pick_precision(self.settings.openvino_precision)
             return accelerate(pipe, key, self.settings.cache_dir / "openvino", precision,
-                              status)
+                              status, int8=self.settings.openvino_int8, family=family)
         except Exception as err:  # an optimisation, never a failure
             log.warning("OpenVINO unavailable (%s: %s); running torch", type(err).__name__, err)
             return None
