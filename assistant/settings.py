@@ -108,6 +108,11 @@ class Settings(BaseSettings):
         "fidelity; calibrated once per model on sample prompts (several minutes).",
     )
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
+    fast_lora: str = Field(
+        "auto",
+        description="LoRA fast mode adds to models not distilled for few steps: auto = the "
+        "family's LCM LoRA (downloaded once), a file/folder/hub id, or off.",
+    )
     decoder: DecoderName = Field("full", description="VAE for final images: full or tiny.")
     tiny_vae_model: str = Field("madebyollin/taesd", description="Tiny autoencoder (TAESD).")
     hf_cache_dir: Path | None = Field(

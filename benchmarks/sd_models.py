@@ -112,3 +112,28 @@ def build_taesd(path: Path) -> Path:
     torch.manual_seed(3)
     AutoencoderTiny().save_pretrained(path)
     return path
+
+
+LCM_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
+                    "ff.net.2", "conv1", "conv2", "conv_shortcut", "downsamplers.0.conv",
+                    "upsamplers.0.conv", "time_emb_proj"]
+
+
+def build_lcm_lora(model_dir: Path, path: Path, rank: int = 64) -> Path:
+    """A random LoRA shaped like the LCM LoRA for ``model_dir``'s UNet (same layers, rank
+    64), so fast mode pays what the real one costs; saved as ``path/*.safetensors``."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_pretrained(model_dir / "unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=LCM_LORA_TARGETS))
+    layers = get_peft_model_state_dict(unet)
+    for v in layers.values():
+        v.data.mul_(0.01)  # small, like a trained LoRA's update
+    path.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(path, unet_lora_layers=layers,
+                                              safe_serialization=True)
+    return path

@@ -15,7 +15,8 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
   that is OpenVINO (converted once into ``--workdir``; the first run's load time
   includes it);
 * ``torch``  — the same with ``cpu_runtime=torch`` (CPU only: PyTorch eager);
-* ``fast``   — Egaki's fast mode: LCM, ``--fast-steps`` steps, no CFG, TAESD decode;
+* ``fast``   — Egaki's fast mode: LCM, ``--fast-steps`` steps, no CFG, TAESD decode, with
+  a random LoRA shaped like the LCM LoRA (what fast mode adds to undistilled models);
 * ``fast-torch`` — fast mode with ``cpu_runtime=torch`` (CPU only);
 * ``int8`` / ``fast-int8`` — ``egaki`` / ``fast`` with the int8 OpenVINO UNet (CPU only,
   opt-in: calibrated once into ``--workdir``, several minutes).
@@ -63,6 +64,11 @@ def ensure_models(workdir: Path, models: list[str]) -> dict[str, Path]:
             getattr(sd_models, f"build_{name}")(path)
             print(f"built random {name} in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
         paths[name] = path
+    for name in models:  # fast mode's LCM LoRA (the random models aren't distilled)
+        path = workdir / f"{name}-lcm-lora"
+        if not any(path.glob("*.safetensors")):
+            sd_models.build_lcm_lora(workdir / name, path)
+        paths[f"{name}-lcm-lora"] = path
     return paths
 
 
@@ -92,7 +98,8 @@ def _timed(fn: Any, repeat: int, device: str) -> list[float]:
 
 
 def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
-           repeat: int, warmup: int, fast_steps: int = 4) -> dict[str, Any]:
+           repeat: int, warmup: int, fast_steps: int = 4,
+           fast_lora: Path | None = None) -> dict[str, Any]:
     """Run one path in this process and return its measurements."""
     import torch
 
@@ -121,7 +128,8 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         runtime = "torch" if path_name.endswith("torch") else "auto"
         settings = Settings(_env_file=None, data_dir=data, image_model=str(model_dir),  # type: ignore[call-arg]
                             offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime,
-                            openvino_int8=path_name.endswith("int8"))
+                            openvino_int8=path_name.endswith("int8"),
+                            fast_lora=str(fast_lora) if fast_lora else "off")
         engine = DiffusersEngine(settings, preview_every=0)
         fast = path_name.startswith("fast")
         used_steps = fast_steps if fast else steps
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         path_name, model = a.worker
         out = worker(path_name, model, dirs[model], dirs["taesd"], a.steps, repeat, a.warmup,
-                     a.fast_steps)
+                     a.fast_steps, dirs[f"{model}-lcm-lora"])
         print("RESULT " + json.dumps(out), flush=True)
         return 0
 

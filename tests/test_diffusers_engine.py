@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import threading
 import time
 import weakref
@@ -412,8 +413,10 @@ def test_fast_mode_uses_lcm_few_steps_and_tiny_vae(
     full = engine.generate(req(steps=4, sampler="LCM", cfg_scale=1.0))[0]
     [g] = engine.generate(req(steps=25, cfg_scale=7.0, fast=True))
     assert (g.request.sampler, g.request.steps, g.request.cfg_scale) == ("LCM", 4, 1.0)
-    assert g.extra == {"VAE": "tiny-taesd"} and full.extra == {}
-    assert not np.array_equal(px(full.image), px(g.image))  # same latents, other decoder
+    # the tiny model isn't distilled: fast mode adds the LCM LoRA (from the hub cache)
+    assert g.extra["VAE"] == "tiny-taesd" and full.extra == {}
+    assert g.extra["Lora hashes"].startswith("fast-lcm: ") and g.request.loras == []
+    assert not np.array_equal(px(full.image), px(g.image))
     loaded = engine.cache.current
     assert loaded is not None and type(loaded.pipe.vae).__name__ == "AutoencoderKL"
     # img2img and inpaint decode with TAESD too; the mask overlay still applies
@@ -423,6 +426,34 @@ def test_fast_mode_uses_lcm_few_steps_and_tiny_vae(
     assert [x.image.size for x in [*i2i, inp]] == [(64, 64)] * 3
     original = px(Image.open(init).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
     assert np.abs(px(inp.image) - original)[:, :32].max() == 0
+
+
+def test_fast_lora_is_added_only_where_needed_and_missing_one_says_what_to_do(
+    tmp_path: Path, tiny_models: TinyModels, no_network: list[object]
+) -> None:
+    plain = new_engine(tmp_path / "a", tiny_models, fast_lora="off")
+    [off] = plain.generate(req(fast=True))
+    assert "Lora hashes" not in off.extra
+    plain.unload()
+    own = new_engine(tmp_path / "b", tiny_models, fast_lora=str(tiny_models.lora))
+    [with_own] = own.generate(req(fast=True))
+    assert with_own.extra["Lora hashes"].startswith("fast-lcm: ")
+    assert not np.array_equal(px(off.image), px(with_own.image))
+    [normal] = own.generate(req())  # full-quality requests never get it
+    assert "Lora hashes" not in normal.extra
+    own.unload()
+    # a model named as distilled (LCM/Turbo/…) needs none
+    lcm_dir = tmp_path / "dreamshaper-lcm"
+    shutil.copytree(tiny_models.sd15_dir, lcm_dir)
+    distilled = new_engine(tmp_path / "c", tiny_models, image_model=str(lcm_dir))
+    assert "Lora hashes" not in distilled.generate(req(fast=True))[0].extra
+    distilled.unload()
+    # offline without the LoRA downloaded: a clear message, and the model stays usable
+    missing = new_engine(tmp_path / "d", tiny_models, image_model=str(tiny_models.sdxl_dir))
+    with pytest.raises(ModelMissing, match="EGAKI_FAST_LORA=off") as err:
+        missing.generate(req(fast=True))
+    assert "latent-consistency/lcm-lora-sdxl" in str(err.value)
+    assert len(missing.generate(req())) == 1 and no_network == []
 
 
 def test_fast_mode_falls_back_to_full_vae_when_tiny_is_missing(

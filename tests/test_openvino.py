@@ -137,7 +137,11 @@ def test_img2img_inpaint_and_fast_mode_run_on_openvino(
         want = torch_engine.generate(req(**kw))[0]
         got = ov_engine.generate(req(**kw))[0]
         assert got.request.mode == want.request.mode
-        assert np.abs(px(got.image) - px(want.image)).max() <= 3, kw
+        diff = np.abs(px(got.image) - px(want.image))
+        if kw.get("fast"):  # LCM LoRA fused, stored as fp16: the tiny random net amplifies
+            assert diff.mean() < 1.5 and diff.max() <= 24, kw  # that rounding a little
+        else:
+            assert diff.max() <= 3, kw
         if "mask_image" in kw:  # outside the mask the original stays untouched
             assert np.array_equal(px(got.image)[:, :32], np.asarray(Image.open(init))[:, :32])
     decoders = [r for r in ov_engine.cache.current.openvino.routes if r.method == "decode"]
@@ -166,6 +170,26 @@ def test_inpainting_and_sdxl_models_convert_with_their_own_inputs(
                 assert routes(engine)["forward"].calls == 3, model.name
             engine.unload()
         assert np.abs(pics[0] - pics[1]).max() <= 3, model.name
+
+
+def test_fast_mode_lcm_lora_gets_its_own_fused_openvino_unet(
+    ov_engine: DiffusersEngine, torch_engine: DiffusersEngine
+) -> None:
+    want = torch_engine.generate(req(fast=True, steps=2))[0]  # torch: the adapter is live
+    got = ov_engine.generate(req(fast=True, steps=2))[0]
+    accel = ov_engine.cache.current.openvino  # type: ignore[union-attr]
+    r = routes(ov_engine)["forward"]
+    fused = [k for k in accel.unet_models if k.startswith("lora:")]
+    assert len(fused) == 1 and r.model is accel.unet_models[fused[0]] and not r.paused
+    assert got.extra["Lora hashes"] == want.extra["Lora hashes"]
+    diff = np.abs(px(got.image) - px(want.image))  # fused weights stored as fp16
+    assert diff.mean() < 1.5 and diff.max() <= 24
+    before = r.calls
+    ov_engine.generate(req(fast=True, steps=2))
+    assert r.calls == before + 2  # OpenVINO served the fast steps
+    plain = ov_engine.generate(req())[0]  # and the base model is back for full quality
+    assert r.model is accel.unet_models["base"]
+    assert np.abs(px(plain.image) - px(torch_engine.generate(req())[0].image)).max() <= 3
 
 
 def test_lora_requests_run_the_torch_unet(
@@ -215,11 +239,11 @@ def test_run_time_failure_falls_back_to_torch_for_good(
     def boom(*a: Any) -> Any:
         raise RuntimeError("CPU plugin exploded")
 
-    monkeypatch.setattr(r, "model", boom)
+    monkeypatch.setattr(openvino_runtime.OvModel, "__call__", boom)
     with caplog.at_level(logging.WARNING):
         got = ov_engine.generate(req())[0]
     assert r.failed and "exploded" in r.failed and "using torch" in caplog.text
-    want = px(torch_engine.generate(req())[0].image)  # the VAE decode is still OpenVINO
+    want = px(torch_engine.generate(req())[0].image)
     assert np.abs(px(got.image) - want).max() <= 3
     calls = r.calls
     ov_engine.generate(req())
@@ -296,3 +320,23 @@ def test_int8_unet_is_calibrated_once_then_reused(
     assert unet.calls == 3 and unet.failed is None
     assert any(n.get_type_name() == "FakeQuantize" for n in unet.model.model.get_ops())
     again.unload()
+
+
+def test_int8_applies_to_the_fused_fast_unet_too(
+    tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools import openvino_int8
+
+    monkeypatch.setattr(openvino_int8, "NATIVE_SIZE", {"sd15": 64})
+    settings = make_tiny_settings(tmp_path / "data", tiny_models, cpu_runtime="openvino",
+                                  openvino_precision="f32", openvino_int8=True)
+    engine = DiffusersEngine(settings, preview_every=0)
+    engine.generate(req(fast=True, steps=2))
+    accel = engine.cache.current.openvino  # type: ignore[union-attr]
+    fused = next(k for k in accel.unet_models if k.startswith("lora:"))
+    for key in ("base", fused):
+        assert any(n.get_type_name() == "FakeQuantize"
+                   for n in accel.unet_models[key].model.get_ops()), key
+    r = routes(engine)["forward"]
+    assert r.model is accel.unet_models[fused] and r.failed is None
+    engine.unload()

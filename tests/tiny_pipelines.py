@@ -228,6 +228,11 @@ def build_all(root: Path) -> TinyModels:
     hf_cache = root / "hf-cache"
     make_hf_cache(hf_cache, SD15_REPO, sd15, configs_only=True)
     make_hf_cache(hf_cache, TINY_HUB_REPO, sd15, configs_only=False)
+    # fast mode's LCM LoRA, as a past download left it (the tiny style LoRA stands in)
+    lcm = root / "lcm-lora"
+    lcm.mkdir()
+    shutil.copyfile(lora, lcm / "pytorch_lora_weights.safetensors")
+    make_hf_cache(hf_cache, "latent-consistency/lcm-lora-sdv1-5", lcm, configs_only=False)
     taesd = build_taesd(root / "tiny-taesd")
     return TinyModels(
         root=root, sd15_dir=sd15, sdxl_dir=sdxl, inpaint_dir=inpaint, models_dir=models_dir,

@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from assistant.errors import EgakiError, EngineError, GenerationCancelled, InvalidRequest
 from assistant.settings import Settings
 from tools.engine import GeneratedImage, StepCallback
+from tools.fast_lora import is_distilled, resolve_fast_lora
 from tools.hub import DownloadCallback
 from tools.lora import (
     ResolvedLora,
@@ -195,12 +196,17 @@ class DiffusersEngine:
         # 3. prepare
         pipe = loaded.pipeline_for(mode)
         pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
-        loaded.loras.apply(pipe, plan.loras)
-        for accel in (loaded.compiled, loaded.openvino):
-            if accel is not None:
-                # LoRA adapters change the UNet's modules: a compiled graph would not match.
-                accel.paused = bool(plan.loras)
-        extra = self._infotext_extras(plan)
+        loras, fast_lora = list(plan.loras), None
+        if req.fast and not is_distilled(loaded.pipe.unet, loaded.source.name):
+            fast_lora = resolve_fast_lora(self.settings, loaded.family, self.on_download)
+            loras += [fast_lora] if fast_lora is not None else []
+        loaded.loras.apply(pipe, loras)
+        if loaded.compiled is not None:
+            # LoRA adapters change the UNet's modules: the compiled graph would not match.
+            loaded.compiled.paused = bool(loras)
+        if loaded.openvino is not None:
+            loaded.openvino.select(loaded.pipe, loras, fast_lora, self._optimising(loaded))
+        extra = self._infotext_extras(loras)
         tiny = None
         if plan.tiny_decoder:
             tiny, why = loaded.tiny_vae(self.settings)
@@ -298,12 +304,19 @@ class DiffusersEngine:
             )
         return out
 
-    def _infotext_extras(self, plan: _Plan) -> dict[str, str]:
+    def _optimising(self, loaded: LoadedModel) -> Any:
+        def status(part: str) -> None:
+            if self.on_download is not None:
+                self.on_download(f"optimise:{loaded.source.name}", 0, None)
+
+        return status
+
+    def _infotext_extras(self, loras: list[ResolvedLora]) -> dict[str, str]:
         """A1111 ``extra_generation_params`` for the PNG infotext (e.g. "Lora hashes")."""
         extra: dict[str, str] = {}
         hashes = [
             f"{lo.name.replace(':', '').replace(',', '')}: {h}"
-            for lo in plan.loras
+            for lo in loras
             if (h := lora_hash(lo.path, self.settings.cache_dir))
         ]
         if hashes:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools.lora import ResolvedLora
 from tools.openvino_runtime import (
     OvModel,
     OvRoute,
@@ -131,16 +132,9 @@ class OpenVinoPipeline:
     precision: str
     identity: tuple[str, ...]
     routes: list[OvRoute] = field(default_factory=list)
-
-    @property
-    def paused(self) -> bool:
-        return any(r.paused for r in self.routes)
-
-    @paused.setter
-    def paused(self, value: bool) -> None:
-        for r in self.routes:
-            if r.method == "forward":  # only the UNet carries LoRA adapters
-                r.paused = value
+    unet_models: dict[str, OvModel] = field(default_factory=dict)  # "base", LoRA-fused ones
+    int8: bool = False
+    family: str = "sd15"
 
     @property
     def failed(self) -> str | None:
@@ -150,13 +144,69 @@ class OpenVinoPipeline:
                     = None) -> bool:
         """Route ``vae.decode`` (e.g. a TAESD loaded later) through OpenVINO."""
         specs, example = _decoder_inputs(vae)
-        ir = _ensure_ir(self.root, identity, "decoder", vae.config, decoder_module(vae),
-                        example, specs, on_status)
+        ir = _ensure_ir(self.root, identity, "decoder", vae.config,
+                        lambda: decoder_module(vae), example, specs, on_status)
         if ir is None:
             return False
         model = OvModel(ir, self.precision)
         self.routes.append(OvRoute(vae, "decode", model, decode_accepts(vae), decode_wrap))
         return True
+
+    def select(self, pipe: Any, loras: Sequence[ResolvedLora], fusable: ResolvedLora | None,
+               on_status: StatusCallback | None = None) -> None:
+        """Serve the next request's UNet calls: the base model without LoRAs, a converted
+        copy with ``fusable`` fused in when it is the only LoRA (fast mode's LCM LoRA),
+        else torch (its adapters are live in the torch modules)."""
+        route = next((r for r in self.routes if r.method == "forward"), None)
+        if route is None or route.failed:
+            return  # a failed route runs torch for good
+        key = "base"
+        if loras:
+            key = self._fused(pipe, route, fusable, on_status) if (
+                fusable is not None and list(loras) == [fusable]) else ""
+        route.paused = not key
+        if key and route.model is not self.unet_models[key]:
+            route.model.release()  # one compiled UNet in memory at a time
+            route.model = self.unet_models[key]
+
+    def _fused(self, pipe: Any, route: OvRoute, lora: ResolvedLora,
+               on_status: StatusCallback | None) -> str:
+        """Key of the OpenVINO UNet with ``lora`` fused, converting it once; "" if not."""
+        key = f"lora:{lora.path}:{lora.path.stat().st_mtime_ns}:{lora.weight}"
+        if key in self.unet_models:
+            return key
+        unet = pipe.unet
+        extra, specs, example = unet_inputs(unet)
+        fused: list[bool] = []
+
+        def build() -> Any:
+            pipe.fuse_lora(components=["unet"], lora_scale=lora.weight,
+                           adapter_names=[lora.adapter_name])
+            fused.append(True)
+            return unet_module(unet, extra)
+
+        route.paused = True  # trace torch, not the installed OpenVINO route
+        try:
+            ir = _ensure_ir(self.root, (*self.identity, key), "unet", unet.config, build,
+                            example, specs, on_status)
+        finally:
+            if fused:
+                pipe.unfuse_lora(components=["unet"])
+        if ir is None:
+            return ""
+        model = OvModel(ir, self.precision)
+        if self.int8:  # calibrated like the base model, with the LoRA's UNet serving
+            from tools.openvino_int8 import ensure_int8
+
+            base, route.model, route.paused = route.model, model, False
+            try:
+                quantized = ensure_int8(pipe, route, ir, self.family, on_status)
+            finally:
+                route.model = base
+            if quantized is not None:
+                model = OvModel(quantized, self.precision)
+        self.unet_models[key] = model
+        return key
 
     def close(self) -> None:
         for r in self.routes:
@@ -164,10 +214,11 @@ class OpenVinoPipeline:
         self.routes.clear()
 
 
-def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any, module: Any,
-               example: tuple[Any, ...], specs: list[tuple[list[int], Any]],
-               on_status: StatusCallback | None) -> Path | None:
-    """The cached IR for ``part`` of this model, converting it first if needed."""
+def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any,
+               build: Callable[[], Any], example: tuple[Any, ...],
+               specs: list[tuple[list[int], Any]], on_status: StatusCallback | None
+               ) -> Path | None:
+    """The cached IR for ``part`` of this model, converting ``build()`` first if needed."""
     folder = root / cache_key(identity, part, config)
     ir = folder / f"{part}.xml"
     failed = folder / "failed.txt"
@@ -182,7 +233,7 @@ def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any, modu
         on_status(part)
     log.info("converting %s to OpenVINO (once per model) -> %s", part, folder)
     try:
-        convert(module, example, specs, ir)
+        convert(build(), example, specs, ir)
     except Exception as err:
         reason = f"{type(err).__name__}: {str(err).strip()[:500]}"
         log.warning("OpenVINO conversion of %s failed; torch runs it (%s)", part, reason)
@@ -201,22 +252,24 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
     ``int8`` swaps in a quantized UNet (built once from calibration runs, see
     :mod:`tools.openvino_int8`).
     """
-    accel = OpenVinoPipeline(root=root, precision=precision, identity=identity)
+    accel = OpenVinoPipeline(root=root, precision=precision, identity=identity, int8=int8,
+                             family=family)
     unet = pipe.unet
     extra, specs, example = unet_inputs(unet)
-    ir = _ensure_ir(root, identity, "unet", unet.config, unet_module(unet, extra),
+    ir = _ensure_ir(root, identity, "unet", unet.config, lambda: unet_module(unet, extra),
                     example, specs, on_status)
     if ir is not None:
         route = OvRoute(unet, "forward", OvModel(ir, precision),
                         unet_accepts(extra, 2 ** (len(unet.config.up_block_types) - 1)),
                         unet_wrap)
         accel.routes.append(route)
+        accel.unet_models["base"] = route.model
         if int8:
             from tools.openvino_int8 import ensure_int8
 
             quantized = ensure_int8(pipe, route, ir, family, on_status)
             if quantized is not None:
-                route.model = OvModel(quantized, precision)
+                route.model = accel.unet_models["base"] = OvModel(quantized, precision)
     accel.add_decoder(pipe.vae, identity, on_status)
     if not accel.routes:
         return None

@@ -143,6 +143,11 @@ class OvModel:
             result = request.infer(list(arrays), share_inputs=True)
             return result[0].copy()
 
+    def release(self) -> None:
+        """Drop the compiled shapes (their memory); they recompile on next use."""
+        with self._lock:
+            self._compiled.clear()
+
     def _compile(self, key: tuple[Any, ...]) -> Any:
         started = time.monotonic()
         model = self.model.clone()
