@@ -108,6 +108,10 @@ class Settings(BaseSettings):
         "fidelity; calibrated once per model on sample prompts (several minutes).",
     )
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
+    fast_steps: int = Field(
+        4, ge=1, le=8,
+        description="Steps in fast mode: 4 looks best; 1-2 are 2-4x quicker previews.",
+    )
     fast_lora: str = Field(
         "auto",
         description="LoRA fast mode adds to models not distilled for few steps: auto = the "

@@ -496,3 +496,11 @@ def test_factory_routes_engine_progress_to_the_queue(tiny_models: TinyModels,
     queue = build_queue(make_tiny_settings(tmp_path, tiny_models))
     assert queue.engine.on_download == queue.report_status  # type: ignore[attr-defined]
     queue.close()
+
+
+def test_fast_steps_setting_sets_preview_steps(tmp_path: Path, tiny_models: TinyModels) -> None:
+    eng = new_engine(tmp_path, tiny_models, fast_steps=2)
+    [g] = eng.generate(req(steps=25, cfg_scale=7.0, fast=True))
+    assert (g.request.steps, g.request.cfg_scale) == (2, 1.0)
+    [h] = eng.generate(req(steps=3, fast=True))  # a fast request's own 1-8 steps stay
+    assert h.request.steps == 3

@@ -55,8 +55,7 @@ from tools.vae_precision import tile_large_decodes
 log = logging.getLogger(__name__)
 
 FAST_SAMPLER = "LCM"
-FAST_STEPS = 4  # used when the request asks for more than FAST_MAX_STEPS
-FAST_MAX_STEPS = 8
+FAST_MAX_STEPS = 8  # a fast request asking for more gets settings.fast_steps
 FAST_CFG = 1.0  # used when the request's CFG is above FAST_MAX_CFG (1.0 also skips CFG)
 FAST_MAX_CFG = 1.5
 
@@ -149,7 +148,7 @@ class DiffusersEngine:
             update.update(
                 fast=True,
                 sampler=FAST_SAMPLER,
-                steps=req.steps if req.steps <= FAST_MAX_STEPS else FAST_STEPS,
+                steps=req.steps if req.steps <= FAST_MAX_STEPS else self.settings.fast_steps,
                 cfg_scale=req.cfg_scale if req.cfg_scale <= FAST_MAX_CFG else FAST_CFG,
             )
         req = req.model_copy(update=update)
