@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.tiny_pipelines import TinyModels
+from tools.pipeline_cache import dtype_kwargs
 from tools.vae_precision import keep_vae_in_bf16, tile_large_decodes
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,8 @@ def _pipes(tiny_models: TinyModels) -> tuple[Any, Any]:
     from diffusers import AutoPipelineForText2Image
 
     def load(dtype: Any) -> Any:
-        pipe = AutoPipelineForText2Image.from_pretrained(tiny_models.sdxl_dir, torch_dtype=dtype)
+        pipe = AutoPipelineForText2Image.from_pretrained(tiny_models.sdxl_dir,
+                                                         **dtype_kwargs(dtype))
         pipe.set_progress_bar_config(disable=True)
         return pipe
 

@@ -36,9 +36,12 @@ MAX_SHAPES = 3  # compiled shapes kept per model (each holds its own buffers)
 
 def import_openvino() -> Any:
     """``openvino`` with its telemetry made unimportable (it and nncf then send nothing)."""
-    if "openvino_telemetry" not in sys.modules or sys.modules["openvino_telemetry"] is not None:
-        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
-    import openvino
+    from tools.imports import HEAVY_IMPORTS
+
+    with HEAVY_IMPORTS:  # imports from worker threads never interleave (see tools.imports)
+        if sys.modules.get("openvino_telemetry", True) is not None:
+            sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+        import openvino
 
     return openvino
 
