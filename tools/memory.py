@@ -8,6 +8,8 @@ process's lifetime peak is reported, marked as such.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import resource
 import sys
@@ -82,3 +84,17 @@ def _read_hwm() -> int | None:
 def _lifetime_rss_peak() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def release_heap() -> None:
+    """Hand freed memory back to the OS after a big temporary (e.g. a model conversion).
+
+    glibc keeps freed blocks in its arenas, so without ``malloc_trim`` the process keeps
+    the conversion's peak resident for the rest of its life.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError) as err:  # musl or no glibc: nothing to trim
+            log.debug("malloc_trim unavailable: %s", err)

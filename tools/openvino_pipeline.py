@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.lora import ResolvedLora
+from tools.memory import release_heap
 from tools.openvino_runtime import (
     OvModel,
     OvRoute,
@@ -240,6 +241,8 @@ def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any,
         folder.mkdir(parents=True, exist_ok=True)
         failed.write_text(reason + "\n", encoding="utf-8")
         return None
+    finally:
+        release_heap()
     prune_cache(root, keep=4)
     return ir
 

@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.memory import release_heap
+
 log = logging.getLogger(__name__)
 
 IR_VERSION = "1"  # bump when the wrappers below change what a cached IR computes
@@ -159,6 +161,7 @@ class OvModel:
             model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
                            "PERFORMANCE_HINT": "LATENCY"})
         request = compiled.create_infer_request()
+        release_heap()  # the compile's temporary weight copies
         self._compiled[key] = request
         while len(self._compiled) > MAX_SHAPES:
             self._compiled.popitem(last=False)
