@@ -83,6 +83,7 @@ async def test_offline_full_flow_makes_no_outbound_connection(
             await client.wait_for(lambda c: c.count("element") >= 1, timeout=120)
             caption = await client.wait_text("**Seed**")
             assert "4 steps" in caption and "Euler" in caption
+            assert "GiB RAM" in caption  # time and peak memory of this request
             said = [d.get("output", "") for e, d in client.events
                     if e in ("new_message", "update_message") and isinstance(d, dict)]
             assert any("Loading the image model" in t for t in said)  # load progress
