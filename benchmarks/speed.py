@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -78,8 +77,9 @@ def _peak(device: str) -> float:
         import torch
 
         return float(torch.cuda.max_memory_allocated()) / 2**30
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+    from tools.memory import lifetime_rss_peak
+
+    return lifetime_rss_peak() / 2**30
 
 
 def _timed(fn: Any, repeat: int, device: str) -> list[float]:

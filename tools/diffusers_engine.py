@@ -46,7 +46,7 @@ from tools.models import (
     model_hash,
 )
 from tools.models import resolve_model as _resolve_model
-from tools.pipeline_cache import LoadedModel, PipelineCache
+from tools.pipeline_cache import LoadedModel, PipelineCache, optimise_reporter
 from tools.previews import make_preview, tiny_decode, tiny_vae_ref
 from tools.request import MAX_SEED, ImageRequest
 from tools.samplers import SAMPLERS, build_scheduler
@@ -204,7 +204,8 @@ class DiffusersEngine:
             # LoRA adapters change the UNet's modules: the compiled graph would not match.
             loaded.compiled.paused = bool(loras)
         if loaded.openvino is not None:
-            loaded.openvino.select(loaded.pipe, loras, fast_lora, self._optimising(loaded))
+            loaded.openvino.select(loaded.pipe, loras, fast_lora,
+                                   optimise_reporter(self.on_download, loaded.source.name))
         extra = self._infotext_extras(loras)
         tiny = None
         if plan.tiny_decoder:
@@ -302,13 +303,6 @@ class DiffusersEngine:
                 )
             )
         return out
-
-    def _optimising(self, loaded: LoadedModel) -> Any:
-        def status(part: str) -> None:
-            if self.on_download is not None:
-                self.on_download(f"optimise:{loaded.source.name}", 0, None)
-
-        return status
 
     def _infotext_extras(self, loras: list[ResolvedLora]) -> dict[str, str]:
         """A1111 ``extra_generation_params`` for the PNG infotext (e.g. "Lora hashes")."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from assistant.errors import ModelMissing
 from assistant.settings import Settings
-from tools.hub import DownloadCallback, ensure_snapshot
+from tools.hub import DownloadCallback, cached_snapshot, ensure_snapshot
 from tools.lora import ResolvedLora
 
 FAST_LORA = {"sd15": "latent-consistency/lcm-lora-sdv1-5",
@@ -48,9 +48,12 @@ def resolve_fast_lora(settings: Settings, family: str,
         return ResolvedLora(name=NAME, path=local, weight=1.0)
     if local.is_dir() and (found := _first_weights(local)) is not None:
         return ResolvedLora(name=NAME, path=found, weight=1.0)
+    # the cache first: a fast request must not ask the hub for updates every time
+    folder = cached_snapshot(ref, settings, ["*.safetensors"])
     try:
-        folder = ensure_snapshot(ref, settings, on_download, allow_patterns=["*.safetensors"],
-                                 ignore_patterns=[], what="LoRA")
+        folder = folder or ensure_snapshot(ref, settings, on_download,
+                                           allow_patterns=["*.safetensors"],
+                                           ignore_patterns=[], what="LoRA")
     except ModelMissing as err:
         raise ModelMissing(
             f"Fast mode needs the LoRA {ref} for this model (it is not distilled for few "

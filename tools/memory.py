@@ -58,7 +58,7 @@ class PeakMeter:
             elif self._per_request and (hwm := _read_hwm()) is not None:
                 self.result = PeakMemory(hwm, "RAM")
             else:
-                self.result = PeakMemory(_lifetime_rss_peak(), "RAM (process lifetime)")
+                self.result = PeakMemory(lifetime_rss_peak(), "RAM (process lifetime)")
         except Exception as err:  # a measurement must never fail the request
             log.debug("peak memory unavailable: %s", err)
 
@@ -81,7 +81,8 @@ def _read_hwm() -> int | None:
     return None
 
 
-def _lifetime_rss_peak() -> int:
+def lifetime_rss_peak() -> int:
+    """The process's highest resident memory so far, in bytes."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 

@@ -137,10 +137,6 @@ class OpenVinoPipeline:
     int8: bool = False
     family: str = "sd15"
 
-    @property
-    def failed(self) -> str | None:
-        return next((r.failed for r in self.routes if r.failed), None)
-
     def add_decoder(self, vae: Any, identity: tuple[str, ...], on_status: StatusCallback | None
                     = None) -> bool:
         """Route ``vae.decode`` (e.g. a TAESD loaded later) through OpenVINO."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -77,6 +78,17 @@ def dtype_kwargs(dtype: Any) -> dict[str, Any]:
     }
 
 
+def optimise_reporter(on_download: DownloadCallback | None, name: str
+                      ) -> Callable[[str], None]:
+    """A status callback telling the waiting chat a model is being optimised (OpenVINO)."""
+
+    def status(part: str) -> None:
+        if on_download is not None:
+            on_download(f"optimise:{name}", 0, None)
+
+    return status
+
+
 def free_memory(device: str) -> None:
     """Return freed tensors to the OS/driver after dropping a pipeline."""
     import torch
@@ -136,7 +148,7 @@ class LoadedModel:
                 log.info("no tiny VAE: %s", self._tiny[1])
             elif self.openvino is not None:
                 ref = tiny_vae_ref(settings, self.family)
-                self.openvino.add_decoder(self._tiny[0], ("tiny-vae", ref, settings.offline))
+                self.openvino.add_decoder(self._tiny[0], ("tiny-vae", ref))
         return self._tiny
 
     def activate(self, pipe: Any) -> None:
@@ -287,10 +299,7 @@ class PipelineCache:
             return None
         from tools.openvino_pipeline import accelerate
 
-        def status(part: str) -> None:
-            if on_download is not None:
-                on_download(f"optimise:{source.name}", 0, None)
-
+        status = optimise_reporter(on_download, source.name)
         try:
             precision = pick_precision(self.settings.openvino_precision)
             return accelerate(pipe, key, self.settings.cache_dir / "openvino", precision,
