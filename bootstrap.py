@@ -3,7 +3,7 @@
 
 Both create ``.venv`` next to this file (if missing), install Egaki into it from the
 committed lock (``constraints.txt``, so pip never backtracks), then either start the web
-chat or run the whole check suite (ruff, mypy, pytest). Re-running skips the install
+chat or run the whole check suite (ruff, the layer contract, mypy, pytest). Re-running skips the install
 when nothing it depends on changed. Standard library only: this runs before anything
 is installed, on Linux, macOS and Windows.
 """
@@ -66,6 +66,7 @@ def run_app(args: list[str]) -> int:
 def run_tests(args: list[str]) -> int:
     steps: list[list[str]] = [
         [str(_bin("ruff")), "check", "."],
+        [str(_bin("lint-imports"))],  # the layer contract (pyproject: tool.importlinter)
         [str(_bin("mypy"))],
         [str(_bin("python")), "-m", "pytest", "-q", "-ra", *args],
     ]

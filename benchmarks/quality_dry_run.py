@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-from assistant.settings import Settings
+from tools.core.settings import Settings
 
 _QUESTION = re.compile(r"^(\d+)\.\s+(.*)$", re.M)
 _EXACTLY = re.compile(r"exactly (\d+|one)\b")

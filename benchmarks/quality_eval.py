@@ -7,11 +7,11 @@
 
 For each fixed request (English and Japanese: counts, colours, no-text signs, …) it
 does what the chat does on the GO path: builds the prompt spec with
-:class:`~assistant.prompt_spec.SpecBuilder` from an :class:`InterviewState` holding the
+:class:`~assistant.prompting.builder.SpecBuilder` from an :class:`InterviewState` holding the
 request words, derives the constraints (one LLM call), then runs the
-:class:`~assistant.quality.QualityLoop` with the configured engine
-(:func:`tools.factory.build_engine` behind the job queue, through
-:class:`~tools.langchain_tool.ImageRunner`).
+:class:`~assistant.quality.loop.QualityLoop` with the configured engine
+(:func:`tools.engines.factory.build_engine` behind the job queue, through
+:class:`~assistant.studio.runner.ImageRunner`).
 
 *Single-shot* is the loop's first candidate: the same prompt and seed a plain run
 would have used, so both numbers come from one run. Passing is judged by the checking
@@ -37,17 +37,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from assistant.constraints import ConstraintDeriver
-from assistant.i18n import detect_language
-from assistant.interview import InterviewState
-from assistant.ollama_gateway import OllamaGateway
-from assistant.prompt_spec import SpecBuilder
-from assistant.quality import QualityLoop, QualityResult, QualitySettings, engine_device
-from assistant.quality_check import VisionChecker, load_clip_scorer
-from assistant.settings import Settings
-from assistant.structured import LLMCallCounter
-from tools.factory import build_engine, build_queue
-from tools.langchain_tool import ImageRunner
+from assistant.prompting.builder import SpecBuilder
+from assistant.prompting.interview import InterviewState
+from assistant.quality.check import VisionChecker, load_clip_scorer
+from assistant.quality.constraints import ConstraintDeriver
+from assistant.quality.loop import QualityLoop, QualityResult, QualitySettings, engine_device
+from assistant.studio.runner import ImageRunner
+from tools.core.messages import detect_language
+from tools.core.settings import Settings
+from tools.engines.factory import build_engine, build_queue
+from tools.llm.ollama_gateway import OllamaGateway
+from tools.llm.structured import LLMCallCounter
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
 
 * ``naive``  — ``AutoPipelineForText2Image.from_pretrained`` with defaults (fp16 on GPU),
   ``--steps`` steps, CFG 7, the folder's default scheduler, full VAE decode;
-* ``egaki``  — Egaki's :class:`~tools.diffusers_engine.DiffusersEngine` as configured by
+* ``egaki``  — Egaki's :class:`~tools.engines.diffusers.engine.DiffusersEngine` as configured by
   default, same steps/CFG, its default sampler (DPM++ 2M Karras) and full VAE; on a CPU
   that is OpenVINO (converted once into ``--workdir``; the first run's load time
   includes it);
@@ -77,7 +77,7 @@ def _peak(device: str) -> float:
         import torch
 
         return float(torch.cuda.max_memory_allocated()) / 2**30
-    from tools.memory import lifetime_rss_peak
+    from tools.engines.memory import lifetime_rss_peak
 
     return lifetime_rss_peak() / 2**30
 
@@ -119,9 +119,9 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
 
         used_steps = steps
     else:
-        from assistant.settings import Settings
-        from tools.diffusers_engine import DiffusersEngine
-        from tools.request import ImageRequest
+        from tools.core.request import ImageRequest
+        from tools.core.settings import Settings
+        from tools.engines.diffusers.engine import DiffusersEngine
 
         # A lasting data dir: OpenVINO's converted models are cached there between runs.
         data = model_dir.parent / "egaki-data"
@@ -143,7 +143,7 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
     load_s = time.perf_counter() - t_load
     for _ in range(warmup):
         run(2 if device == "cpu" and not path_name.startswith("fast") else used_steps)
-    from tools.memory import PeakMeter
+    from tools.engines.memory import PeakMeter
 
     with PeakMeter(device) as meter:
         times = _timed(run, repeat, device)

@@ -2,7 +2,7 @@
 
     python -m benchmarks.turn_overhead [--turns 50]
 
-Drives :class:`assistant.conversation.Conversation` (the code behind the Chainlit
+Drives :class:`assistant.chat.conversation.Conversation` (the code behind the Chainlit
 handlers) against the wire-compatible fake Ollama server, which answers instantly, and
 the fake image engine. Whatever time a turn takes is Egaki's own overhead: message
 handling, prompt building, LangChain, HTTP to Ollama, PNG saving. Goal: < 50 ms a turn,
@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assistant.conversation import Conversation, ollama_chat_model
-from assistant.ollama_gateway import OllamaGateway
-from assistant.settings import Settings
+from assistant.chat.conversation import Conversation, ollama_chat_model
+from assistant.studio.runner import ImageRunner
 from tests.fake_ollama import FakeOllama, Reply
-from tools.fake_engine import FakeEngine
-from tools.langchain_tool import ImageRunner
+from tools.core.settings import Settings
+from tools.engines.fake import FakeEngine
+from tools.llm.ollama_gateway import OllamaGateway
 
 SPEC = {"subject": "a red fox", "setting": "snowy forest", "lighting": "morning light",
         "style": "photo", "width": 512, "height": 512, "steps": 20, "cfg_scale": 7,

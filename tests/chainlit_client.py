@@ -51,7 +51,7 @@ class AppProcess:
         log = self.log_path.open("w")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "assistant.cli", "run", "--port", str(self.port)],
+            [sys.executable, "-m", "assistant.ui.cli", "run", "--port", str(self.port)],
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, text=True,
         )
         deadline = t0 + 90

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.settings import Settings
+from tools.core.settings import Settings
 
 # Fixture modules shared across test files.
 pytest_plugins: list[str] = ["tests.tiny_pipelines"]

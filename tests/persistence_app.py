@@ -14,7 +14,7 @@ from chainlit.server import app
 from chainlit.types import ThreadDict
 from starlette.datastructures import Headers
 
-from assistant.persistence import local_user, make_data_layer, mount_files
+from assistant.ui.persistence import local_user, make_data_layer, mount_files
 
 CHAT_DIR = Path(os.environ["EGAKI_TEST_CHAT_DIR"])
 IMAGE = Path(os.environ["EGAKI_TEST_IMAGE"])

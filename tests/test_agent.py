@@ -5,9 +5,9 @@ from __future__ import annotations
 from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from assistant.agent import ChatAgent
-from assistant.errors import InvalidRequest
+from assistant.chat.agent import ChatAgent
 from tests.fake_chat import ScriptedChatModel, tool_call
+from tools.core.errors import InvalidRequest
 
 
 @tool

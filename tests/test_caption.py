@@ -14,10 +14,10 @@ import pytest
 from langchain_ollama import ChatOllama
 from PIL import Image
 
-from assistant.errors import CapabilityMissing
-from assistant.ollama_gateway import OllamaGateway
-from assistant.settings import Settings
 from tests.fake_ollama import FakeModel, FakeOllama, Reply
+from tools.core.errors import CapabilityMissing
+from tools.core.settings import Settings
+from tools.llm.ollama_gateway import OllamaGateway
 from vision.caption import (
     SEND_MAX_SIDE,
     ImageDescription,

@@ -10,9 +10,14 @@ import numpy as np
 import pytest
 
 from tests.tiny_pipelines import TinyModels, make_tiny_settings
-from tools.compiled import CompiledUnet, common_shapes, dummy_inputs, use_inductor_cache
-from tools.diffusers_engine import DiffusersEngine
-from tools.request import ImageRequest
+from tools.core.request import ImageRequest
+from tools.engines.diffusers.compiled import (
+    CompiledUnet,
+    common_shapes,
+    dummy_inputs,
+    use_inductor_cache,
+)
+from tools.engines.diffusers.engine import DiffusersEngine
 
 pytestmark = pytest.mark.slow
 SHAPE = (2, 64, 64)

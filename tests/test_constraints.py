@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from assistant.constraints import (
+from assistant.prompting.spec import PromptParts, PromptSpec, SpecSettings
+from assistant.quality.constraints import (
     TEXT_FREE_QUESTION,
     Constraint,
     ConstraintDeriver,
@@ -16,9 +17,8 @@ from assistant.constraints import (
     normalize,
     rule_constraints,
 )
-from assistant.counts import find_counts, singular, wants_text
-from assistant.prompt_spec import PromptParts, PromptSpec, SpecSettings
-from assistant.quality_fixes import Failure, apply_fixes
+from assistant.quality.counts import find_counts, singular, wants_text
+from assistant.quality.fixes import Failure, apply_fixes
 from tests.fake_chat import ScriptedChatModel
 from tests.fake_ollama import FakeOllama, Reply
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from langchain_core.tools import tool
 
-from assistant.conversation import MAX_MESSAGE_CHARS, Conversation, ollama_chat_model
-from assistant.ollama_gateway import OllamaGateway, PullProgress
-from assistant.settings import Settings
+from assistant.chat.conversation import MAX_MESSAGE_CHARS, Conversation, ollama_chat_model
 from tests.fake_ollama import FakeModel, FakeOllama, Reply
+from tools.core.settings import Settings
+from tools.llm.ollama_gateway import OllamaGateway, PullProgress
 
 
 class FakeUI:

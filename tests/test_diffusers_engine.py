@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assistant.errors import (
+from tests.tiny_pipelines import TRIGGER, TinyModels, make_tiny_settings
+from tools.core.engine import ImageEngine
+from tools.core.errors import (
     ConfigError,
     EngineError,
     GenerationCancelled,
     InvalidRequest,
     ModelMissing,
 )
-from tests.tiny_pipelines import TRIGGER, TinyModels, make_tiny_settings
-from tools import pipeline_cache
-from tools.diffusers_engine import DiffusersEngine
-from tools.engine import ImageEngine
-from tools.models import lora_hash
-from tools.request import ImageRequest
-from tools.samplers import SAMPLERS
+from tools.core.request import ImageRequest
+from tools.core.samplers import SAMPLERS
+from tools.engines.diffusers import pipeline_cache
+from tools.engines.diffusers.engine import DiffusersEngine
+from tools.engines.diffusers.models import lora_hash
 
 pytestmark = pytest.mark.slow
 
@@ -349,7 +349,7 @@ def test_memory_savers_run_on_cpu(tmp_path: Path, tiny_models: TinyModels) -> No
 def test_device_and_dtype_choices(tmp_path: Path, tiny_models: TinyModels) -> None:
     import torch
 
-    from tools.pipeline_cache import pick_device, pick_dtype
+    from tools.engines.diffusers.pipeline_cache import pick_device, pick_dtype
 
     settings = make_tiny_settings(tmp_path, tiny_models)
     assert pick_dtype(settings, "cpu") == torch.float32
@@ -491,7 +491,7 @@ def test_loading_is_reported_once_then_the_model_stays_resident(
 
 def test_factory_routes_engine_progress_to_the_queue(tiny_models: TinyModels,
                                                     tmp_path: Path) -> None:
-    from tools.factory import build_queue
+    from tools.engines.factory import build_queue
 
     queue = build_queue(make_tiny_settings(tmp_path, tiny_models))
     assert queue.engine.on_download == queue.report_status  # type: ignore[attr-defined]

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
-from assistant.errors import ModelOutputError
-from assistant.interview import (
+from assistant.prompting.interview import (
     SLOTS,
     Interviewer,
     InterviewState,
@@ -18,10 +17,11 @@ from assistant.interview import (
     is_skip,
     normalize_aspect,
 )
-from assistant.structured import LLMCallCounter, has_japanese
 from prompts.loader import load_yaml
 from tests.fake_chat import ScriptedChatModel
 from tests.fake_ollama import FakeOllama, Reply
+from tools.core.errors import ModelOutputError
+from tools.llm.structured import LLMCallCounter, has_japanese
 
 
 def reply(

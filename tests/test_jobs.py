@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from assistant.errors import EngineError, GenerationCancelled
-from assistant.settings import Settings
-from tools.fake_engine import FakeEngine
-from tools.jobs import JobQueue, ollama_unload_hook, unload_ollama_models
-from tools.request import ImageRequest
+from tools.core.errors import EngineError, GenerationCancelled
+from tools.core.request import ImageRequest
+from tools.core.settings import Settings
+from tools.engines.fake import FakeEngine
+from tools.engines.jobs import JobQueue, ollama_unload_hook, unload_ollama_models
 
 
 def _req(prompt: str, steps: int = 5, **kw: Any) -> ImageRequest:
@@ -186,7 +186,7 @@ async def test_before_job_hook_runs_first_and_its_errors_are_ignored(
 
     queue = JobQueue(engine, before_job=hook)
     try:
-        with caplog.at_level(logging.ERROR, logger="tools.jobs"):
+        with caplog.at_level(logging.ERROR, logger="tools.engines.jobs"):
             await queue.submit(_req("one"))
             await queue.submit(_req("two"))
     finally:
@@ -258,7 +258,7 @@ def test_unload_ollama_models_sets_keep_alive_zero_for_each_loaded_model() -> No
 
 
 def test_unreachable_ollama_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="tools.jobs"):
+    with caplog.at_level(logging.WARNING, logger="tools.engines.jobs"):
         assert unload_ollama_models("http://127.0.0.1:9", timeout=0.5) == []
     assert "could not ask Ollama" in caplog.text
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools.engine import GeneratedImage
-from tools.fake_engine import FakeEngine
-from tools.jobs import JobQueue
-from tools.langchain_tool import GenerateImageArgs, make_generate_image_tool
-from vision.pnginfo import infotext_to_request, parse_infotext, read_png_parameters
+from assistant.studio.runner import GenerateImageArgs, make_generate_image_tool
+from tools.core.engine import GeneratedImage
+from tools.engines.fake import FakeEngine
+from tools.engines.jobs import JobQueue
+from tools.infotext import infotext_to_request, parse_infotext, read_png_parameters
 
 FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler",
           "seed", "batch_size"}  # fmt: skip

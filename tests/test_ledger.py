@@ -18,18 +18,18 @@ import pytest
 from chromadb.api.client import SharedSystemClient
 from PIL import Image
 
-from assistant.errors import InvalidRequest, ModelMissing
-from assistant.settings import Settings
+from assistant.studio.runner import ImageRunner
 from tests.fake_ollama import FakeOllama
-from tools.diffusers_engine import DiffusersEngine
-from tools.embeddings import Embedder, HashEmbedder, OllamaEmbedder
-from tools.engine import GeneratedImage
-from tools.fake_engine import FakeEngine
-from tools.langchain_tool import ImageRunner
-from tools.ledger import Ledger
-from tools.ledger_types import LedgerError, RecordContext, UnknownRecord
-from tools.request import ImageRequest
-from vision.pnginfo import infotext_to_request, parse_infotext, read_png_parameters, save_png
+from tools.core.engine import GeneratedImage
+from tools.core.errors import InvalidRequest, ModelMissing
+from tools.core.request import ImageRequest
+from tools.core.settings import Settings
+from tools.engines.diffusers.engine import DiffusersEngine
+from tools.engines.fake import FakeEngine
+from tools.infotext import infotext_to_request, parse_infotext, read_png_parameters, save_png
+from tools.ledger.embeddings import Embedder, HashEmbedder, OllamaEmbedder
+from tools.ledger.service import Ledger
+from tools.ledger.types import LedgerError, RecordContext, UnknownRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -199,12 +199,12 @@ def test_four_sessions_writing_at_once_lose_nothing(tmp_path: Path) -> None:
 KILL_SCRIPT = """
 import os, sys
 from pathlib import Path
-import tools.ledger_store as store
-from tools.embeddings import HashEmbedder
-from tools.fake_engine import FakeEngine
-from tools.langchain_tool import ImageRunner
-from tools.ledger import Ledger
-from tools.request import ImageRequest
+import tools.ledger.store as store
+from tools.ledger.embeddings import HashEmbedder
+from tools.engines.fake import FakeEngine
+from assistant.studio.runner import ImageRunner
+from tools.ledger.service import Ledger
+from tools.core.request import ImageRequest
 
 mode, data = sys.argv[1], Path(sys.argv[2])
 ledger = Ledger(data, embedder=HashEmbedder(), background_index=False)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant.cli import main
+from assistant.ui.cli import main
 from tests.test_ledger import make_ledger, req, runner_for
-from tools.fake_engine import FakeEngine
-from tools.ledger_types import RecordContext
-from vision.pnginfo import read_png_parameters, save_png
+from tools.engines.fake import FakeEngine
+from tools.infotext import read_png_parameters, save_png
+from tools.ledger.types import RecordContext
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def test_cli_search_without_ollama_falls_back_and_stays_on_loopback(
         "EGAKI_OLLAMA_HOST": "http://127.0.0.1:9",  # nothing listens: Ollama is "down"
     }
     exe = shutil.which("egaki") or ""
-    cmd = [exe] if exe else [sys.executable, "-m", "assistant.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "assistant.ui.cli"]
     done = subprocess.run([*cmd, "ledger", "search", "fox"], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assistant.ledger_commands import (
+from assistant.chat.ledger_commands import (
     AgainNewSeed,
     Export,
     Favourite,

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from tools.memory import PeakMemory, PeakMeter
+from tools.engines.memory import PeakMemory, PeakMeter
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux-only")

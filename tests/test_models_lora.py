@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from assistant.errors import EngineError, InvalidRequest, ModelMissing
-from assistant.settings import Settings
 from tests.tiny_pipelines import SD15_REPO, TRIGGER, TinyModels, make_hf_cache, make_tiny_settings
-from tools import hub
-from tools.lora import (
+from tools.core.errors import EngineError, InvalidRequest, ModelMissing
+from tools.core.request import LoraRef
+from tools.core.settings import Settings
+from tools.engines.diffusers import hub
+from tools.engines.diffusers.lora import (
     add_trigger_words,
     extract_lora_tags,
     merge_loras,
@@ -21,7 +22,7 @@ from tools.lora import (
     resolve_loras,
     trigger_words,
 )
-from tools.models import (
+from tools.engines.diffusers.models import (
     detect_family,
     list_checkpoints,
     list_loras,
@@ -31,7 +32,6 @@ from tools.models import (
     resolve_model,
     sha256_file,
 )
-from tools.request import LoraRef
 
 # --- model discovery -------------------------------------------------------------------
 

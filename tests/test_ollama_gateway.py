@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from ollama import AsyncClient
 
-from assistant.errors import ModelMissing, OllamaUnavailable
-from assistant.ollama_gateway import OllamaGateway, PullProgress
-from assistant.settings import Settings
 from tests.fake_ollama import FakeModel, FakeOllama
+from tools.core.errors import ModelMissing, OllamaUnavailable
+from tools.core.settings import Settings
+from tools.llm.ollama_gateway import OllamaGateway, PullProgress
 
 
 @pytest.fixture

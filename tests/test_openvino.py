@@ -18,9 +18,10 @@ import pytest
 from PIL import Image
 
 from tests.tiny_pipelines import TinyModels, make_tiny_settings
-from tools import openvino_pipeline, openvino_runtime
-from tools.diffusers_engine import DiffusersEngine
-from tools.request import ImageRequest
+from tools.core.request import ImageRequest
+from tools.engines.diffusers.engine import DiffusersEngine
+from tools.engines.diffusers.openvino import pipeline as openvino_pipeline
+from tools.engines.diffusers.openvino import runtime as openvino_runtime
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +269,8 @@ def test_openvino_telemetry_is_blocked(tmp_path: Path) -> None:
     convert = ("import torch\n"
                "ov.convert_model(torch.nn.Linear(2, 2), example_input=torch.randn(1, 2))\n")
     plain = "import openvino as ov, openvino.tools.ovc\n" + convert
-    ours = ("from tools.openvino_runtime import import_openvino\nov = import_openvino()\n"
+    ours = ("from tools.engines.diffusers.openvino.runtime import import_openvino\n"
+            "ov = import_openvino()\n"
             "import openvino.tools.ovc, nncf\n" + convert)
     logs = []
     for name, code in (("plain", plain), ("egaki", ours)):
@@ -288,7 +290,7 @@ def test_int8_unet_is_calibrated_once_then_reused(
     tiny_models: TinyModels, tmp_path: Path, torch_engine: DiffusersEngine,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tools import openvino_int8
+    from tools.engines.diffusers.openvino import int8 as openvino_int8
 
     monkeypatch.setattr(openvino_int8, "NATIVE_SIZE", {"sd15": 64})  # tiny model, quick
     seen: list[int] = []
@@ -325,7 +327,7 @@ def test_int8_unet_is_calibrated_once_then_reused(
 def test_int8_applies_to_the_fused_fast_unet_too(
     tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tools import openvino_int8
+    from tools.engines.diffusers.openvino import int8 as openvino_int8
 
     monkeypatch.setattr(openvino_int8, "NATIVE_SIZE", {"sd15": 64})
     settings = make_tiny_settings(tmp_path / "data", tiny_models, cpu_runtime="openvino",

@@ -30,8 +30,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from assistant.errors import InvalidRequest
-from assistant.persistence import (
+from assistant.ui.persistence import (
     EgakiDataLayer,
     LocalStorageClient,
     ensure_schema,
@@ -40,6 +39,7 @@ from assistant.persistence import (
     mount_files,
 )
 from tests.persistence_harness import ChainlitServer, ResumeClient, header_login
+from tools.core.errors import InvalidRequest
 
 
 def png_bytes(color: str = "red") -> bytes:

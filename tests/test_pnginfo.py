@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from assistant.errors import InvalidRequest
-from tools.engine import GeneratedImage
-from tools.fake_engine import FakeEngine
-from tools.request import ImageRequest, LoraRef
-from vision.pnginfo import (
+from tools.core.engine import GeneratedImage
+from tools.core.errors import InvalidRequest
+from tools.core.request import ImageRequest, LoraRef
+from tools.engines.fake import FakeEngine
+from tools.infotext import (
     MAX_INFOTEXT_CHARS,
     VERSION_TAG,
     comfyui_summary,

@@ -55,15 +55,15 @@ def test_chainlit_config_is_private_and_localised() -> None:
 
 
 def test_cli_sets_private_environment_before_chainlit_loads() -> None:
-    from assistant.cli import PRIVATE_ENV
+    from assistant.ui.cli import PRIVATE_ENV
 
     assert PRIVATE_ENV["HF_HUB_DISABLE_TELEMETRY"] == "1"
     assert PRIVATE_ENV["ANONYMIZED_TELEMETRY"] == "False"
 
 
 def test_chainlit_works_inside_the_data_dir_not_the_source_tree(tmp_path: Path) -> None:
-    from assistant.cli import prepare_app_root
-    from assistant.settings import Settings
+    from assistant.ui.cli import prepare_app_root
+    from tools.core.settings import Settings
 
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     root = prepare_app_root(settings)
@@ -79,7 +79,7 @@ def test_chainlit_lazy_getattr_answers_attribute_error() -> None:
     """pickle (and so torch.compile's cache) probes modules; KeyError would crash it."""
     import chainlit
 
-    from assistant import chainlit_compat  # noqa: F401
+    from assistant.ui import compat as chainlit_compat  # noqa: F401
 
     assert getattr(chainlit, "no_such_thing", None) is None
     assert chainlit.Message is not None  # the lazy imports still work

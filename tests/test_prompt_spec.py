@@ -7,21 +7,21 @@ from typing import Any
 
 import pytest
 
-from assistant.errors import InvalidRequest, ModelOutputError
-from assistant.interview import InterviewState
-from assistant.prompt_spec import (
+from assistant.prompting.builder import SpecBuilder
+from assistant.prompting.interview import InterviewState
+from assistant.prompting.spec import (
     AXES,
     PromptParts,
     PromptSpec,
-    SpecBuilder,
     dedupe_terms,
     merge_negative,
-    render_card,
 )
-from assistant.structured import LLMCallCounter, has_japanese
+from assistant.prompting.spec_card import render_card
 from prompts.loader import load_yaml
 from tests.fake_chat import ScriptedChatModel
 from tests.fake_ollama import FakeOllama, Reply
+from tools.core.errors import InvalidRequest, ModelOutputError
+from tools.llm.structured import LLMCallCounter, has_japanese
 
 BEACH: dict[str, Any] = {
     "subject": "two women playing beach volleyball, jumping for the ball",

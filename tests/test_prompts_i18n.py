@@ -1,11 +1,18 @@
-"""Prompt templates fail loudly; language detection and messages in both languages."""
+"""Prompt templates and the message catalogue fail loudly; one language detection."""
 
 from __future__ import annotations
 
 import pytest
 
-from assistant.i18n import MESSAGES, detect_language, t
 from prompts.loader import PromptTemplateError, placeholders, render
+from tools.core.errors import InvalidRequest
+from tools.core.messages import (
+    MessageError,
+    catalogue,
+    detect_language,
+    fields,
+    msg,
+)
 
 
 def test_render_fills_every_placeholder() -> None:
@@ -39,18 +46,27 @@ def test_detect_language(text: str, fallback: str, lang: str) -> None:
 
 
 def test_every_message_has_both_languages_and_same_placeholders() -> None:
-    import string
-
-    for key, table in MESSAGES.items():
-        assert set(table) == {"en", "ja"}, key
-        fields = [
-            {f for _, f, _, _ in string.Formatter().parse(table[lang]) if f} for lang in table
-        ]
-        assert fields[0] == fields[1], key
+    table = catalogue()
+    assert len(table) > 60
+    for key, texts in table.items():
+        assert set(texts) == {"en", "ja"}, key
+        assert fields(texts["en"]) == fields(texts["ja"]), key
 
 
 def test_ollama_down_message_is_actionable() -> None:
-    assert "ollama serve" in t("ollama_down", "en", host="http://127.0.0.1:11434")
-    assert "ollama serve" in t("ollama_down", "ja", host="h")
-    with pytest.raises(KeyError):
-        t("ollama_down", "en")
+    assert "ollama serve" in msg("ollama_down", "en", host="http://127.0.0.1:11434")
+    assert "ollama serve" in msg("ollama_down", "ja-JP", host="h")
+
+
+def test_catalogue_fails_loudly_on_unknown_key_or_missing_value() -> None:
+    with pytest.raises(MessageError, match="needs values"):
+        msg("ollama_down", "en")
+    with pytest.raises(MessageError, match="no message"):
+        msg("no_such_message", "en")
+
+
+def test_errors_carry_a_key_and_render_in_the_readers_language() -> None:
+    err = InvalidRequest.of("upload_empty", name="a.png")
+    assert str(err) == msg("upload_empty", "en", name="a.png")
+    assert err.localized("ja") == msg("upload_empty", "ja", name="a.png")
+    assert err.localized("ja") != err.localized("en")

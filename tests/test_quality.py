@@ -20,20 +20,20 @@ import pytest
 from langchain_ollama import ChatOllama
 from PIL import Image
 
-from assistant.constraints import Constraint, ConstraintDeriver
-from assistant.errors import CapabilityMissing, GenerationCancelled
-from assistant.ollama_gateway import OllamaGateway
-from assistant.prompt_spec import PromptParts, PromptSpec, SpecSettings
-from assistant.quality import QualityLoop, QualitySettings, default_candidates, engine_device
-from assistant.quality_check import VisionChecker, encode_image, load_clip_scorer
-from assistant.quality_report import QualityReport
-from assistant.settings import Settings
-from assistant.structured import LLMCallCounter
+from assistant.prompting.spec import PromptParts, PromptSpec, SpecSettings
+from assistant.quality.check import VisionChecker, encode_image, load_clip_scorer
+from assistant.quality.constraints import Constraint, ConstraintDeriver
+from assistant.quality.loop import QualityLoop, QualitySettings, default_candidates, engine_device
+from assistant.quality.report import QualityReport
+from assistant.studio.runner import ImageRunner
 from tests.fake_ollama import FakeModel, FakeOllama, Reply
-from tools.engine import GeneratedImage
-from tools.fake_engine import FakeEngine, fake_image
-from tools.langchain_tool import ImageRunner
-from tools.request import ImageRequest
+from tools.core.engine import GeneratedImage
+from tools.core.errors import CapabilityMissing, GenerationCancelled
+from tools.core.request import ImageRequest
+from tools.core.settings import Settings
+from tools.engines.fake import FakeEngine, fake_image
+from tools.llm.ollama_gateway import OllamaGateway
+from tools.llm.structured import LLMCallCounter
 
 SEED = 1000
 TWO_WOMEN = Constraint(

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from assistant.errors import EngineError, GenerationCancelled
 from tests.fake_remote_servers import FakeA1111, FakeComfyUI, ServerThread
-from tools.engine import ImageEngine, StepCallback
-from tools.remote_a1111 import A1111Engine
-from tools.remote_comfyui import ComfyUIEngine, NodeMap, comfy_sampler
-from tools.request import ImageRequest, LoraRef
+from tools.core.engine import ImageEngine, StepCallback
+from tools.core.errors import EngineError, GenerationCancelled
+from tools.core.request import ImageRequest, LoraRef
+from tools.engines.remote.a1111 import A1111Engine
+from tools.engines.remote.comfyui import ComfyUIEngine, NodeMap, comfy_sampler
 
 
 def _serve(fake: FakeA1111 | FakeComfyUI) -> Iterator[tuple[str, FakeA1111 | FakeComfyUI]]:

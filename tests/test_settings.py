@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from assistant.cli import check_serving
-from assistant.errors import ConfigError
-from assistant.settings import Settings
+from assistant.ui.cli import check_serving
+from tools.core.errors import ConfigError
+from tools.core.settings import Settings
 
 
 def test_defaults_are_private_and_local(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from langchain_ollama import ChatOllama
 
-from assistant.studio import ActionSpec, Studio, upscale_size
+from assistant.studio.flow import ActionSpec, Studio, upscale_size
+from assistant.studio.runner import ImageRunner
 from tests.fake_ollama import FakeOllama, Reply
-from tools.fake_engine import FakeEngine
-from tools.langchain_tool import ImageRunner
-from vision.pnginfo import read_png_parameters
+from tools.engines.fake import FakeEngine
+from tools.infotext import read_png_parameters
 
 SPEC = {
     "subject": "a red fox",
@@ -180,7 +180,7 @@ async def test_new_resets_and_buttons_before_any_picture_explain(
 
 
 def test_panel_values_become_overrides_and_presets() -> None:
-    from assistant.panel import read_panel
+    from assistant.studio.panel import read_panel
 
     c = read_panel(
         {"aspect": "portrait", "steps": "8", "cfg_scale": "1.5", "sampler": "LCM",
@@ -200,7 +200,7 @@ def test_panel_values_become_overrides_and_presets() -> None:
 async def test_panel_choices_shape_the_next_image(
     srv: FakeOllama, engine: FakeEngine, tmp_path: Path
 ) -> None:
-    from assistant.panel import read_panel
+    from assistant.studio.panel import read_panel
 
     s, ui = studio(srv, engine, tmp_path), UI()
     s.apply_panel(read_panel({"steps": "8", "sampler": "DDIM", "negative_preset": "none",
@@ -217,7 +217,7 @@ async def test_panel_choices_shape_the_next_image(
 
 
 class StubBestOf:
-    """Stands in for assistant.best_of.BestOf: records calls, 'shows' one winner."""
+    """Stands in for assistant.studio.best_of.BestOf: records calls, 'shows' one winner."""
 
     def __init__(self, engine: FakeEngine, tmp_path: Path) -> None:
         self.runner = ImageRunner(engine, output_dir=tmp_path / "best")
@@ -233,7 +233,7 @@ class StubBestOf:
 async def test_best_of_shows_only_the_winner_and_the_panel_switches_it(
     srv: FakeOllama, engine: FakeEngine, tmp_path: Path
 ) -> None:
-    from assistant.panel import read_panel
+    from assistant.studio.panel import read_panel
 
     best = StubBestOf(engine, tmp_path)
     runner = ImageRunner(engine, output_dir=tmp_path / "images")

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from assistant.errors import InvalidRequest
-from assistant.settings import Settings
+from tools.core.errors import InvalidRequest
+from tools.core.settings import Settings
 from vision.masks import (
     MAX_MASK_BYTES,
     context_box,
@@ -294,15 +294,3 @@ def test_sixteen_bit_grayscale_keeps_its_tones(tmp_path: Path, settings: Setting
     up = load_upload(save(tmp_path, im, "deep.png"), settings)
     assert up.open().getpixel((0, 0)) == (117, 117, 117)  # 30000 / 256, not clipped white
 
-
-def test_every_vision_message_has_both_languages_and_the_same_placeholders() -> None:
-    import string
-
-    from vision.texts import MESSAGES
-
-    for key, table in MESSAGES.items():
-        assert set(table) == {"en", "ja"}, key
-        fields = [
-            {f for _, f, _, _ in string.Formatter().parse(table[lang]) if f} for lang in table
-        ]
-        assert fields[0] == fields[1], key

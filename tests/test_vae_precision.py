@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.tiny_pipelines import TinyModels
-from tools.pipeline_cache import dtype_kwargs
-from tools.vae_precision import keep_vae_in_bf16, tile_large_decodes
+from tools.engines.diffusers.pipeline_cache import dtype_kwargs
+from tools.engines.diffusers.vae_precision import keep_vae_in_bf16, tile_large_decodes
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 from tests.chainlit_client import AppProcess, ChatClient
 from tests.fake_ollama import FakeOllama, Reply
-from tools.engine import GeneratedImage
-from tools.request import ImageRequest
-from vision.pnginfo import save_png
+from tools.core.engine import GeneratedImage
+from tools.core.request import ImageRequest
+from tools.infotext import save_png
 
 pytestmark = pytest.mark.slow
 DESCRIPTION = {"subject": "a tabby cat sleeping on a windowsill", "environment": "cozy room",

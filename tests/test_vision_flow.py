@@ -16,17 +16,7 @@ from langchain_ollama import ChatOllama
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from assistant.errors import CapabilityMissing, InvalidRequest
-from assistant.ollama_gateway import OllamaGateway
-from assistant.settings import Settings
-from assistant.studio import ActionSpec
-from tests.fake_ollama import FakeModel, FakeOllama, Reply
-from tests.tiny_pipelines import TinyModels, make_tiny_settings
-from tools.engine import GeneratedImage, ImageEngine
-from tools.fake_engine import FakeEngine
-from tools.request import ImageRequest
-from vision.caption import OllamaCaptioner
-from vision.flow import (
+from assistant.chat.vision_flow import (
     DESCRIBE,
     GENERATE,
     IMG2IMG,
@@ -36,8 +26,18 @@ from vision.flow import (
     VisionFlow,
     VisionUI,
 )
+from assistant.studio.flow import ActionSpec
+from tests.fake_ollama import FakeModel, FakeOllama, Reply
+from tests.tiny_pipelines import TinyModels, make_tiny_settings
+from tools.core.engine import GeneratedImage, ImageEngine
+from tools.core.errors import CapabilityMissing, InvalidRequest
+from tools.core.request import ImageRequest
+from tools.core.settings import Settings
+from tools.engines.fake import FakeEngine
+from tools.infotext import save_png
+from tools.llm.ollama_gateway import OllamaGateway
+from vision.caption import OllamaCaptioner
 from vision.masks import context_box, mask_from_data_url
-from vision.pnginfo import save_png
 from vision.uploads import Upload, load_upload, uploads_dir
 
 VL = "qwen3-vl:8b"
@@ -262,7 +262,7 @@ async def test_without_a_vision_model_the_upload_explains_what_to_pull(
 async def test_painted_mask_inpaints_only_inside_it_with_the_tiny_pipeline(
     srv: FakeOllama, tmp_path: Path, tiny_models: TinyModels
 ) -> None:
-    from tools.diffusers_engine import DiffusersEngine
+    from tools.engines.diffusers.engine import DiffusersEngine
 
     inpaint_model = str(tiny_models.inpaint_dir)
     tiny = make_tiny_settings(tmp_path / "data", tiny_models, image_model=inpaint_model)

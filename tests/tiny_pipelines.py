@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from assistant.settings import Settings
+from tools.core.settings import Settings
 
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_HUB_REPO = "egaki-test/tiny-sd"

@@ -2,7 +2,7 @@
 
 :class:`OllamaCaptioner` sends the picture to an Ollama vision model (through LangChain's
 ``ChatOllama``: an ``image_url`` content part becomes base64 in the message's ``images``)
-and asks for a structured answer with :class:`assistant.structured.StructuredLLM`:
+and asks for a structured answer with :class:`tools.llm.structured.StructuredLLM`:
 
 * :meth:`~OllamaCaptioner.describe` → :class:`ImageDescription`: an English prompt in
   parts (subject, environment, lighting, style, camera), a suggested negative and a
@@ -29,14 +29,13 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from assistant.errors import CapabilityMissing
-from assistant.ollama_gateway import OllamaGateway
-from assistant.prompt_spec import dedupe_terms, lenient_text
-from assistant.settings import Settings
-from assistant.structured import LLMCallCounter, StructuredLLM, has_japanese
 from prompts.loader import render
+from tools.core.errors import CapabilityMissing
+from tools.core.settings import Settings
+from tools.llm.ollama_gateway import OllamaGateway
+from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.llm.text import dedupe_terms, lenient_text
 from vision.masks import Box, Mask, context_box, parse_box
-from vision.texts import error
 
 SEND_MAX_SIDE = 768
 SUGGESTED_VISION_MODEL = "qwen3-vl:8b"
@@ -168,7 +167,9 @@ async def ensure_vision(gateway: OllamaGateway, model: str) -> None:
     """Raise :class:`CapabilityMissing` (en + ja, naming a model to pull) unless ``model`` sees."""
     status = await gateway.status(model)
     if not status.vision:
-        raise error(CapabilityMissing, "no_vision", model=model, suggested=SUGGESTED_VISION_MODEL)
+        raise CapabilityMissing.of(
+            "no_vision_describe", model=model, suggested=SUGGESTED_VISION_MODEL
+        )
 
 
 # --- the Ollama captioner -----------------------------------------------------------------------

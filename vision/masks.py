@@ -27,8 +27,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from assistant.errors import InvalidRequest
-from vision.texts import error, vt
+from tools.core.errors import InvalidRequest
+from tools.core.messages import msg
 from vision.uploads import MAX_UPLOAD_PIXELS, open_checked, save_atomic
 
 MAX_MASK_BYTES = 8 * 1024 * 1024  # of decoded PNG; a 2048² 1-bit-ish PNG is ~100 KB
@@ -57,7 +57,7 @@ class Mask:
 
     def warnings(self, lang: str = "en") -> list[str]:
         """Things the user should know before this mask is used."""
-        return [vt("mask_full", lang)] if self.full else []
+        return [msg("mask_full", lang)] if self.full else []
 
     def bbox(self, pad: int = 0) -> Box:
         return mask_bbox(self.image, pad)
@@ -82,8 +82,8 @@ def binarize(gray: Image.Image, size: tuple[int, int], threshold: int = THRESHOL
     gray = gray.convert("L")
     gap = _aspect_gap(gray.size, size)
     if gap > ASPECT_TOLERANCE:
-        raise error(
-            InvalidRequest, "mask_aspect", mask_w=gray.width, mask_h=gray.height,
+        raise InvalidRequest.of(
+            "mask_aspect", mask_w=gray.width, mask_h=gray.height,
             image_w=size[0], image_h=size[1], diff=gap,
         )  # fmt: skip
     if gray.size != size:
@@ -91,7 +91,7 @@ def binarize(gray: Image.Image, size: tuple[int, int], threshold: int = THRESHOL
     binary = gray.point(lambda v: 255 if v >= threshold else 0)
     white = binary.histogram()[255]
     if white == 0:
-        raise error(InvalidRequest, "mask_empty")
+        raise InvalidRequest.of("mask_empty")
     return Mask(binary, white / (size[0] * size[1]))
 
 
@@ -120,28 +120,28 @@ def mask_from_image(source: Image.Image | Path | bytes, size: tuple[int, int]) -
 def decode_data_url(data_url: str, max_bytes: int = MAX_MASK_BYTES) -> bytes:
     """The PNG bytes of a ``data:image/png;base64,…`` URL, checked before decoding."""
     if not isinstance(data_url, str):
-        raise error(InvalidRequest, "mask_malformed", detail="not text")
+        raise InvalidRequest.of("mask_malformed", detail="not text")
     # base64 is 4/3 of the bytes: refuse oversized payloads before decoding anything.
     if len(data_url) > max_bytes * 4 // 3 + 200:
-        raise error(
-            InvalidRequest, "mask_too_big", size_kb=len(data_url) * 3 // 4 // 1024,
+        raise InvalidRequest.of(
+            "mask_too_big", size_kb=len(data_url) * 3 // 4 // 1024,
             limit_kb=max_bytes // 1024,
         )  # fmt: skip
     m = _DATA_URL.match(data_url)
     if m is None:
-        raise error(InvalidRequest, "mask_malformed", detail="not a data: URL")
+        raise InvalidRequest.of("mask_malformed", detail="not a data: URL")
     mime = (m.group("mime") or "text/plain").lower()
     if mime != "image/png":
-        raise error(InvalidRequest, "mask_wrong_type", mime=mime[:40])
+        raise InvalidRequest.of("mask_wrong_type", mime=mime[:40])
     if ";base64" not in m.group("params").lower():
-        raise error(InvalidRequest, "mask_malformed", detail="not base64")
+        raise InvalidRequest.of("mask_malformed", detail="not base64")
     payload = data_url[m.end() :].strip()
     try:
         raw = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise error(InvalidRequest, "mask_malformed", detail="bad base64") from err
+        raise InvalidRequest.of("mask_malformed", detail="bad base64") from err
     if not raw:
-        raise error(InvalidRequest, "mask_malformed", detail="no data")
+        raise InvalidRequest.of("mask_malformed", detail="no data")
     return raw
 
 
@@ -161,19 +161,19 @@ def parse_box(box: str | Sequence[float], size: tuple[int, int]) -> Box:
     try:
         values = _numbers(box)
     except (TypeError, ValueError):
-        raise error(InvalidRequest, "mask_box", box=shown, detail="not numbers") from None
+        raise InvalidRequest.of("mask_box", box=shown, detail="not numbers") from None
     if len(values) != 4:
-        raise error(InvalidRequest, "mask_box", box=shown, detail="need 4 numbers")
+        raise InvalidRequest.of("mask_box", box=shown, detail="need 4 numbers")
     x, y, w, h = values
     if min(values) < 0 or w <= 0 or h <= 0:
-        raise error(InvalidRequest, "mask_box", box=shown, detail="negative or empty")
+        raise InvalidRequest.of("mask_box", box=shown, detail="negative or empty")
     if max(values) <= 1:
         x, w = x * size[0], w * size[0]
         y, h = y * size[1], h * size[1]
     left, top = round(x), round(y)
     right, bottom = min(size[0], round(x + w)), min(size[1], round(y + h))
     if left >= right or top >= bottom:
-        raise error(InvalidRequest, "mask_box", box=shown, detail="outside the image")
+        raise InvalidRequest.of("mask_box", box=shown, detail="outside the image")
     return left, top, right, bottom
 
 
@@ -188,7 +188,7 @@ def mask_bbox(mask: Image.Image, pad: int = 0) -> Box:
     """The painted area's bounding box grown by ``pad`` pixels, clamped to the image."""
     box = mask.convert("L").point(lambda v: 255 if v >= THRESHOLD else 0).getbbox()
     if box is None:
-        raise error(InvalidRequest, "mask_empty")
+        raise InvalidRequest.of("mask_empty")
     left, top, right, bottom = box
     w, h = mask.size
     return max(0, left - pad), max(0, top - pad), min(w, right + pad), min(h, bottom + pad)

@@ -12,7 +12,7 @@
    scaled down to :data:`WORK_MAX_SIDE`; saved atomically as PNG under
    ``data_dir/uploads`` (the copy carries no EXIF/GPS and no text chunks);
 6. metadata — generation settings in the original (A1111, ComfyUI, Fooocus) are read
-   with :func:`vision.pnginfo.read_png_metadata` and returned as capped, control-free
+   with :func:`tools.infotext.read_png_metadata` and returned as capped, control-free
    strings. They are *data* to show the user, never instructions for a model.
 """
 
@@ -31,11 +31,10 @@ from typing import Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from assistant.errors import InvalidRequest
-from assistant.settings import Settings
-from tools.request import ImageRequest
-from vision.pnginfo import PngMetadata, comfyui_summary, infotext_to_request, read_png_metadata
-from vision.texts import error
+from tools.core.errors import InvalidRequest
+from tools.core.request import ImageRequest
+from tools.core.settings import Settings
+from tools.infotext import PngMetadata, comfyui_summary, infotext_to_request, read_png_metadata
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -151,25 +150,25 @@ def open_checked(
     if kind is None:
         found = _what_is(head)
         shown = f" ({found})" if found else ""
-        raise error(InvalidRequest, "upload_not_image", name=name, found=shown)
+        raise InvalidRequest.of("upload_not_image", name=name, found=shown)
     try:
         im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
     except Image.DecompressionBombError as err:  # PIL's own cap, far above ours
         width, height = _png_size(head) or (0, 0)
-        raise error(
-            InvalidRequest, "upload_too_many_pixels", name=name, width=width or "?",
+        raise InvalidRequest.of(
+            "upload_too_many_pixels", name=name, width=width or "?",
             height=height or "?", mp=(width * height or 2 * (Image.MAX_IMAGE_PIXELS or 0)) / 1e6,
             limit_mp=max_pixels // 1_000_000,
         ) from err  # fmt: skip
     except (OSError, UnidentifiedImageError) as err:
-        raise error(InvalidRequest, "upload_corrupt", name=name, error=type(err).__name__) from err
+        raise InvalidRequest.of("upload_corrupt", name=name, error=type(err).__name__) from err
     try:
         width, height = im.size
         if im.format not in _PIL_FORMATS[kind]:
-            raise error(InvalidRequest, "upload_not_image", name=name, found="")
+            raise InvalidRequest.of("upload_not_image", name=name, found="")
         if width * height > max_pixels:
-            raise error(
-                InvalidRequest, "upload_too_many_pixels", name=name, width=width, height=height,
+            raise InvalidRequest.of(
+                "upload_too_many_pixels", name=name, width=width, height=height,
                 mp=width * height / 1e6, limit_mp=max_pixels // 1_000_000,
             )  # fmt: skip
         im.load()
@@ -179,7 +178,7 @@ def open_checked(
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         im.close()
         detail = str(err).split("\n")[0][:80] or type(err).__name__
-        raise error(InvalidRequest, "upload_corrupt", name=name, error=detail) from err
+        raise InvalidRequest.of("upload_corrupt", name=name, error=detail) from err
     return im, kind
 
 
@@ -291,10 +290,10 @@ def load_upload(
     shown = clean_text(name or path.name, 120)
     size = path.stat().st_size
     if size == 0:
-        raise error(InvalidRequest, "upload_empty", name=shown)
+        raise InvalidRequest.of("upload_empty", name=shown)
     if size > max_bytes:
-        raise error(
-            InvalidRequest, "upload_too_big", name=shown, size_mb=size / 2**20,
+        raise InvalidRequest.of(
+            "upload_too_big", name=shown, size_mb=size / 2**20,
             limit_mb=max_bytes // 2**20,
         )  # fmt: skip
     raw = path.read_bytes()
@@ -321,5 +320,5 @@ def upload_path(settings: Settings, image_id: str) -> Path:
     """The stored copy of ``image_id`` (ids come from the browser: checked strictly)."""
     path = uploads_dir(settings) / f"{image_id}.png"
     if not _ID.match(str(image_id)) or not path.is_file():
-        raise error(InvalidRequest, "upload_unknown", image_id=clean_text(image_id, 40))
+        raise InvalidRequest.of("upload_unknown", image_id=clean_text(image_id, 40))
     return path

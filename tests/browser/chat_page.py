@@ -19,7 +19,7 @@ from tests.chainlit_client import ROOT
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 TIMEOUT_MS = 20_000
-# Beginnings of assistant.i18n's internal_error / stream_broken texts (en and ja).
+# Beginnings of tools.core.i18n's internal_error / stream_broken texts (en and ja).
 ERROR_MARKERS = ("Something went wrong", "内部でエラー", "stopped answering", "応答が途中で")
 
 

@@ -1,0 +1,357 @@
+"""One chat's state and turn handling, independent of Chainlit.
+
+The UI layer implements :class:`ChatUI` (send text, stream tokens, ask yes/no, show
+progress) and forwards events here. Keeping this free of Chainlit lets tests drive a
+whole conversation with a fake UI and a fake (or wire-faked) model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.tools import BaseTool
+
+from assistant.chat.agent import ChatAgent
+from assistant.chat.ledger_chat import LedgerChat
+from assistant.chat.ledger_commands import parse_ledger_command
+from assistant.chat.vision_flow import INPAINT, MASK_ACTION, VisionFlow
+from assistant.studio.best_of import BestOf
+from assistant.studio.flow import ActionSpec, Runner, Studio
+from assistant.studio.panel import PanelChoice, read_panel
+from prompts.loader import render
+from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
+from tools.core.messages import detect_language, msg
+from tools.core.settings import Settings
+from tools.llm.ollama_gateway import (
+    CONNECTION_ERRORS,
+    ModelStatus,
+    OllamaGateway,
+    PullProgress,
+    unavailable,
+)
+from vision.caption import OllamaCaptioner
+from vision.uploads import load_upload
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 20_000
+# "x,y,w,h what to paint" right after "Inpaint a region": a box mask (pixels or fractions)
+_NUM = r"\s*[\d.]+\s*"
+BOX = re.compile(rf"^(?P<box>{_NUM},{_NUM},{_NUM},{_NUM})(?P<rest>.*)$", re.S)
+ModelFactory = Callable[[str], BaseChatModel]
+
+
+class ChatUI(Protocol):
+    """What a conversation needs from the front end."""
+
+    async def say(self, text: str) -> None: ...
+    async def show(self, text: str, actions: list[ActionSpec]) -> None: ...
+    async def show_images(self, text: str, images: list[Path], actions: list[ActionSpec]) -> None:
+        ...
+    async def show_mask_painter(self, text: str, props: dict[str, Any]) -> None: ...
+    async def stream_token(self, token: str) -> None: ...
+    async def end_stream(self) -> None: ...
+    async def confirm_pull(self, model: str, lang: str) -> bool: ...
+    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None: ...
+
+
+def ollama_chat_model(settings: Settings) -> ModelFactory:
+    """Factory for the real chat model, talking to Ollama through langchain-ollama."""
+
+    def make(model: str) -> BaseChatModel:
+        from langchain_ollama import ChatOllama
+
+        return ChatOllama(
+            model=model,
+            base_url=settings.ollama_host,
+            client_kwargs={"timeout": settings.ollama_timeout_s},
+        )
+
+    return make
+
+
+class Conversation:
+    """A single chat: language, history and whether the model is ready."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: OllamaGateway,
+        model_factory: ModelFactory,
+        tools: Sequence[BaseTool] = (),
+        browser_lang: str = "en",
+        runner: Runner | None = None,
+        family: str = "sd15",
+        ledger_chat: LedgerChat | None = None,
+        best_of_factory: Callable[[BaseChatModel], BestOf] | None = None,
+        best_of_default: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.model_factory = model_factory
+        self.tools = list(tools)
+        self.lang = detect_language("", fallback=browser_lang)
+        self.history: list[BaseMessage] = []
+        self.status: ModelStatus | None = None
+        self._agent: ChatAgent | None = None
+        self._told_no_tools = False
+        self.runner = runner
+        self.family = family
+        self.studio: Studio | None = None
+        self.panel: PanelChoice | None = None
+        self._pending_studio: Any = None
+        self.vision: VisionFlow | None = None
+        self.ledger_chat = ledger_chat
+        self.awaiting_mask: str | None = None  # image id after "Inpaint a region"
+        self.best_of_factory = best_of_factory
+        self.best_of_default = best_of_default
+
+    @property
+    def ready(self) -> bool:
+        return self._agent is not None
+
+    async def start(self, ui: ChatUI) -> None:
+        """Greet, then check the chat model (offering a pull if it's missing)."""
+        await ui.say(msg("welcome", self.lang))
+        await self.ensure_model(ui)
+
+    async def ensure_model(self, ui: ChatUI) -> bool:
+        """Make the chat model usable; tell the user what to do when it isn't."""
+        model = self.settings.chat_model
+        try:
+            try:
+                self.status = await self.gateway.status(model)
+            except ModelMissing:
+                if not (self.settings.auto_pull or await ui.confirm_pull(model, self.lang)):
+                    await ui.say(msg("model_missing_hint", self.lang, model=model))
+                    return False
+
+                async def report(p: PullProgress) -> None:
+                    await ui.pull_progress(model, p, self.lang)
+
+                await self.gateway.pull(model, report)
+                await ui.say(msg("pull_done", self.lang, model=model))
+                self.status = await self.gateway.status(model)
+        except EgakiError as err:
+            self._agent = None
+            await ui.say(err.localized(self.lang))
+            return False
+        tools = self.tools if self.status.tools else []
+        if self.tools and not tools and not self._told_no_tools:
+            self._told_no_tools = True
+            await ui.say(msg("no_tools", self.lang, model=model))
+        chat_model = self.model_factory(model)
+        self._agent = ChatAgent(chat_model, tools, self._system_prompt())
+        if self.runner is not None and self.studio is None:
+            best_of = self.best_of_factory(chat_model) if self.best_of_factory else None
+            self.studio = Studio(
+                chat_model, self.runner, family=self.family, lang=self.lang,
+                best_of=best_of, best_of_default=self.best_of_default,
+            )
+            if self.panel is not None:
+                self.studio.apply_panel(self.panel)
+            self.vision = VisionFlow(
+                OllamaCaptioner.from_settings(self.settings),
+                self.runner,
+                self.settings,
+                lang=self.lang,
+                family=self.family,
+                overrides=self.panel.overrides if self.panel else None,
+                presets=self.panel.presets if self.panel else None,
+            )
+            if self._pending_studio:
+                try:
+                    self.studio.restore(self._pending_studio)
+                except (ValueError, KeyError, OSError) as err:
+                    log.warning("could not restore the studio state: %s", err)
+                self._pending_studio = None
+        return True
+
+    def _system_prompt(self) -> str:
+        text = render("system.md", language="Japanese" if self.lang == "ja" else "English")
+        spec = self.studio.spec if self.studio else None
+        if spec is not None:
+            seeds = [g.seed for g, _ in self.studio.last] if self.studio else []
+            text += (
+                "\nThe current picture (edit it with generate_image when asked):\n"
+                f"- prompt: {spec.positive}\n- negative: {spec.negative}\n"
+                f"- size: {spec.settings.width}x{spec.settings.height}, steps "
+                f"{spec.settings.steps}, CFG {spec.settings.cfg_scale}, sampler "
+                f"{spec.settings.sampler}, last seeds: {seeds}\n"
+            )
+        return text
+
+    async def on_message(self, text: str, ui: ChatUI) -> None:
+        """Handle one user message end to end; never raises for expected failures."""
+        text = (text or "").strip()
+        if not text:
+            await ui.say(msg("empty_message", self.lang))
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            await ui.say(msg("too_long", self.lang, size=len(text), limit=MAX_MESSAGE_CHARS))
+            return
+        lang = detect_language(text, fallback=self.lang)
+        if lang != self.lang:
+            self.lang = lang
+            self._agent = None  # rebuild with the system prompt in the new language
+        if not self.ready and not await self.ensure_model(ui):
+            return
+        assert self._agent is not None
+        box = BOX.match(text)
+        if self.awaiting_mask and self.vision is not None and box:
+            image_id, self.awaiting_mask = self.awaiting_mask, None
+            work = self.vision.on_mask(image_id, box.group("box"), box.group("rest"), ui)
+            await self._guarded(work, ui)
+            return
+        if self.ledger_chat is not None:
+            runner = self.ledger_chat.runner
+            runner.context = replace(runner.context, user_words=text)  # stored with images
+            command = parse_ledger_command(text)
+            if command is not None:
+                await self._guarded(self.ledger_chat.handle(command, ui, self.lang), ui)
+                return
+        if self.studio is not None and self.studio.wants_message:
+            await self._guarded(self.studio.on_message(text, ui), ui)
+            self.lang = self.studio.lang
+            self.history.append(HumanMessage(text))
+            return
+        if self.studio is not None and self.studio.spec is not None:
+            self._agent.system_prompt = self._system_prompt()
+        user = HumanMessage(text)
+        try:
+            turn = await self._agent.respond([*self.history, user], ui.stream_token)
+        except CONNECTION_ERRORS as err:
+            await ui.end_stream()
+            self._agent = None  # re-check on the next message: recovers when Ollama is back
+            log.info("Ollama failed during a turn: %r", err)
+            down = await self._still_up()
+            await ui.say(
+                msg("stream_broken", self.lang, error=type(err).__name__)
+                if down is None
+                else down.localized(self.lang)
+            )
+            return
+        await ui.end_stream()
+        self.history.append(user)
+        self.history.extend(turn.messages)
+
+    def snapshot(self) -> dict[str, object]:
+        """JSON-safe chat state (texts, language, studio) for thread resume."""
+        texts = [
+            {"role": m.type, "content": m.content}
+            for m in self.history
+            if m.type in ("human", "ai") and isinstance(m.content, str) and m.content
+        ]
+        return {
+            "lang": self.lang,
+            "history": texts[-40:],
+            "studio": self.studio.snapshot() if self.studio else None,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Undo :meth:`snapshot` (the studio itself is rebuilt when the model is ready)."""
+        self.lang = str(data.get("lang") or self.lang)
+        self.history = [
+            HumanMessage(m["content"]) if m["role"] == "human" else AIMessage(m["content"])
+            for m in data.get("history", [])
+        ]
+        self._pending_studio = data.get("studio")
+
+    async def apply_panel(self, values: dict[str, object], ui: ChatUI) -> None:
+        """Settings panel submitted: new overrides now, a new chat model re-checked now."""
+        choice = read_panel(values, self.family)
+        self.panel = choice
+        if self.studio is not None:
+            self.studio.apply_panel(choice)
+        if self.vision is not None:
+            self.vision.overrides = dict(choice.overrides)
+            self.vision.presets = choice.presets
+        if choice.chat_model and choice.chat_model != self.settings.chat_model:
+            self.settings = self.settings.model_copy(update={"chat_model": choice.chat_model})
+            self._agent, self.studio = None, None
+            await self.ensure_model(ui)
+
+    async def on_action(self, name: str, payload: dict[str, object], ui: ChatUI) -> None:
+        """A button press from the studio's or the vision flow's cards."""
+        if self.studio is None and (not await self.ensure_model(ui) or self.studio is None):
+            return
+        if self.ledger_chat is not None and LedgerChat.handles(name):
+            await self._guarded(self.ledger_chat.on_action(name, payload, ui, self.lang), ui)
+            return
+        if self.vision is not None and (VisionFlow.handles(name) or name == MASK_ACTION):
+            self.vision.lang = self.lang
+            self.awaiting_mask = str(payload.get("image_id")) if name == INPAINT else None
+            await self._guarded(self.vision.on_action(name, payload, ui), ui)
+            return
+        await self._guarded(self.studio.on_action(name, payload, ui), ui)
+
+    async def on_upload(
+        self, files: list[tuple[Path, str, str]], ui: ChatUI, instruction: str = ""
+    ) -> None:
+        """Images dropped into the chat: (path, original name, declared mime) each.
+
+        Right after "Inpaint a region", the first image is taken as the mask instead."""
+        if self.vision is None and (not await self.ensure_model(ui) or self.vision is None):
+            return
+        self.vision.lang = self.lang
+        if self.awaiting_mask and files:  # an uploaded black-and-white mask
+            image_id, self.awaiting_mask = self.awaiting_mask, None
+            path, name, mime = files[0]
+
+            async def use_mask() -> None:
+                upload = await asyncio.to_thread(
+                    load_upload, path, self.settings, name=name, mime=mime
+                )
+                assert self.vision is not None
+                await self.vision.on_mask(image_id, upload.open(), instruction, ui)
+
+            await self._guarded(use_mask(), ui)
+            return
+        for path, name, mime in files:
+
+            async def handle(path: Path = path, name: str = name, mime: str = mime) -> None:
+                upload = await asyncio.to_thread(
+                    load_upload, path, self.settings, name=name, mime=mime
+                )
+                assert self.vision is not None
+                await self.vision.on_upload(upload, ui)
+
+            await self._guarded(handle(), ui)
+
+    async def _guarded(self, work: Awaitable[object], ui: ChatUI) -> None:
+        """Run studio work; expected failures become messages, the chat stays usable."""
+        try:
+            await work
+        except GenerationCancelled:
+            await ui.say(msg("cancelled", self.lang))
+        except CONNECTION_ERRORS as err:
+            self._agent = None
+            down = await self._still_up()
+            await ui.say(
+                msg("stream_broken", self.lang, error=type(err).__name__)
+                if down is None
+                else down.localized(self.lang)
+            )
+        except EgakiError as err:
+            await ui.say(err.localized(self.lang))
+
+    async def _still_up(self) -> OllamaUnavailable | None:
+        """None when Ollama answers (the stream broke), else the 'unreachable' error."""
+        try:
+            await self.gateway.installed()
+        except OllamaUnavailable as err:
+            return err
+        except Exception:  # pragma: no cover - any other answer means it's up
+            return None
+        return None
+
+
+__all__ = ["ChatUI", "Conversation", "ollama_chat_model", "unavailable"]

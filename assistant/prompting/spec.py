@@ -1,0 +1,183 @@
+"""From a finished interview to a checked prompt spec, and its one-axis variations.
+
+:meth:`SpecBuilder.build` makes ONE structured LLM call (two when the answer is unusable)
+and then applies deterministic rules the model cannot break:
+
+1. the positive prompt is assembled from named parts in a fixed order
+   (subject → setting/time/weather → lighting/palette → framing/style → quality tags),
+   and every part must be English (one corrective retry, then :class:`ModelOutputError`);
+2. the thick negative preset for the model family (``prompts/negatives.yaml``) is merged
+   with the scene's own negatives, deduplicated case-insensitively, order kept;
+3. settings are checked against :class:`ImageRequest`'s rules; a size that is invalid or
+   does not match the requested aspect becomes the family's native size for that aspect.
+
+:meth:`SpecBuilder.variations` asks, in ONE call, for N variants that each replace exactly
+one part (axis); duplicates are dropped and missing ones are filled from
+``prompts/styles.yaml`` so the result is always N distinct prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from assistant.prompting.interview import Aspect, Lang
+from prompts.loader import load_yaml
+from tools.core.request import ImageRequest, parse_request
+from tools.core.samplers import DEFAULT_SAMPLER
+from tools.llm.text import dedupe_terms, lenient_text
+
+__all__ = [
+    "AXES",
+    "PromptParts",
+    "PromptSpec",
+    "SpecSettings",
+    "dedupe_terms",
+    "merge_negative",
+    "native_size",
+]
+
+Family = Literal["sd15", "sdxl"]
+Axis = Literal["lighting", "framing", "style", "time_of_day", "color_palette", "weather"]
+AXES: tuple[Axis, ...] = get_args(Axis)
+MAX_VARIANTS = 8
+
+NATIVE_SIZES: dict[Family, dict[Aspect, tuple[int, int]]] = {
+    "sd15": {"square": (512, 512), "portrait": (512, 768), "landscape": (768, 512)},
+    "sdxl": {"square": (1024, 1024), "portrait": (832, 1216), "landscape": (1216, 832)},
+}
+# Pixel counts each family handles without duplicated subjects or mush.
+_PIXELS: dict[Family, tuple[int, int]] = {
+    "sd15": (384 * 384, 768 * 1024),
+    "sdxl": (768 * 768, 1536 * 1536),
+}
+FAMILY_DEFAULTS: dict[Family, dict[str, Any]] = {
+    "sd15": {"steps": 25, "cfg_scale": 7.0, "sampler": DEFAULT_SAMPLER},
+    "sdxl": {"steps": 30, "cfg_scale": 6.0, "sampler": DEFAULT_SAMPLER},
+}
+STEPS_RANGE, CFG_RANGE = (15, 60), (3.0, 12.0)
+
+
+# --- models ---------------------------------------------------------------------------------
+class PromptParts(BaseModel):
+    """The positive prompt by part; field order IS the prompt order."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    subject: str = Field("", description="who/what, appearance, clothing, pose, action")
+    setting: str = Field("", description="place and surroundings")
+    time_of_day: str = ""
+    weather: str = ""
+    lighting: str = ""
+    color_palette: str = ""
+    framing: str = Field("", description="shot size and camera angle")
+    style: str = Field("", description="medium and art style")
+
+    @field_validator(
+        "subject",
+        "setting",
+        "time_of_day",
+        "weather",
+        "lighting",
+        "color_palette",
+        "framing",
+        "style",
+        mode="before",
+    )
+    @classmethod
+    def _lenient(cls, v: object) -> object:
+        return lenient_text(v)
+
+    def compose(self, family: Family) -> str:
+        """The positive prompt: parts in order, then the family's quality tags."""
+        parts = [getattr(self, name).strip() for name in type(self).model_fields]
+        quality = load_yaml("styles.yaml")["quality"][family]
+        return ", ".join(dedupe_terms([*parts, *quality]))
+
+
+class SpecSettings(BaseModel):
+    """Generation settings, already valid for :class:`ImageRequest`."""
+
+    width: int
+    height: int
+    steps: int
+    cfg_scale: float
+    sampler: str
+    seed: int | None = None
+
+
+class PromptSpec(BaseModel):
+    """A ready-to-run prompt: what to show the user and what to send to the engine."""
+
+    positive: str
+    negative: str
+    parts: PromptParts
+    settings: SpecSettings
+    reasons: dict[str, str] = Field(
+        default_factory=dict, description="One line per setting: size, steps, cfg_scale, ..."
+    )
+    user_words: list[str] = Field(default_factory=list)
+    family: Family = "sd15"
+    language: Lang = "en"
+    axis: Axis | None = Field(None, description="For a variation: the one axis changed")
+    label: str = Field("", description="For a variation: a short name of the change")
+
+    def to_image_request(self, overrides: Mapping[str, Any] | None = None) -> ImageRequest:
+        """An :class:`ImageRequest` (raises :class:`InvalidRequest` on a bad override)."""
+        data: dict[str, Any] = {
+            "prompt": self.positive,
+            "negative_prompt": self.negative,
+            **self.settings.model_dump(),
+        }
+        data.update(overrides or {})
+        return parse_request(data)
+
+
+class SpecDraft(PromptParts):
+    """The spec step's structured output (all prompt fields in English)."""
+
+    subject: str = Field(description="who/what, appearance, clothing, pose, action")
+    negative_extra: str = Field("", description="things this picture must avoid, English")
+    width: int | None = None
+    height: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    sampler: str | None = None
+    seed: int | None = None
+    size_reason: str = ""
+    steps_reason: str = ""
+    cfg_scale_reason: str = ""
+    sampler_reason: str = ""
+
+    @field_validator("negative_extra", mode="before")
+    @classmethod
+    def _lenient_negative(cls, v: object) -> object:
+        return lenient_text(v)
+
+
+# --- deterministic rules --------------------------------------------------------------------
+def merge_negative(family: Family, extra: str = "", presets: Sequence[str] | None = None) -> str:
+    """The family's preset negatives (all groups unless ``presets`` names some) + ``extra``."""
+    table: dict[str, list[str]] = load_yaml("negatives.yaml")[family]
+    groups = list(presets) if presets is not None else list(table)
+    terms = [term for group in groups for term in table[group]]
+    return ", ".join(dedupe_terms([*terms, extra]))
+
+
+def aspect_of(width: int, height: int) -> Aspect:
+    ratio = width / height
+    return "landscape" if ratio > 1.15 else "portrait" if ratio < 0.87 else "square"
+
+
+def native_size(family: Family, aspect: Aspect | None) -> tuple[int, int]:
+    """The size ``family`` was trained for, in ``aspect`` (square when unknown)."""
+    return NATIVE_SIZES[family][aspect or "square"]
+
+
+def size_fits(family: Family, w: int | None, h: int | None, aspect: Aspect | None) -> bool:
+    if w is None or h is None or w % 8 or h % 8 or not (64 <= min(w, h) <= max(w, h) <= 2048):
+        return False
+    lo, hi = _PIXELS[family]
+    return lo <= w * h <= hi and (aspect is None or aspect_of(w, h) == aspect)

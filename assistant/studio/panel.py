@@ -1,0 +1,108 @@
+"""The chat settings panel as data, and how its values change generation.
+
+The UI renders :data:`FIELDS` with its own widgets; :func:`read_panel` turns submitted
+values into a typed :class:`PanelChoice` (request overrides, negative presets, models).
+"auto" everywhere means "let the prompt builder decide".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from assistant.prompting.spec import native_size
+from tools.core.samplers import SAMPLERS
+
+WidgetKind = Literal["select", "switch", "slider", "text"]
+
+NEGATIVE_PRESETS: dict[str, list[str] | None] = {
+    "full": None,  # every group in prompts/negatives.yaml
+    "people": ["quality", "hands", "faces", "anatomy", "text"],
+    "scenery": ["quality", "artifacts", "text"],
+    "light": ["quality", "text"],
+    "none": [],
+}
+STEPS = ["auto", "4", "8", "15", "20", "25", "30", "40", "50"]
+CFGS = ["auto", "1", "1.5", "3", "5", "7", "9", "12"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One panel widget: id, kind, labels, choices and initial value."""
+
+    id: str
+    kind: WidgetKind
+    label_en: str
+    label_ja: str
+    initial: Any
+    choices: list[str] = field(default_factory=list)
+    min: float = 0
+    max: float = 0
+    step: float = 1
+
+    def label(self, lang: str) -> str:
+        return self.label_ja if lang.startswith("ja") else self.label_en
+
+
+FIELDS: list[Field] = [
+    Field("chat_model", "text", "Chat model (Ollama)", "チャットモデル（Ollama）", ""),
+    Field("image_model", "text", "Image model", "画像モデル", ""),
+    Field("aspect", "select", "Size / aspect", "サイズ・縦横比", "auto",
+          ["auto", "square", "portrait", "landscape"]),
+    Field("steps", "select", "Steps", "ステップ数", "auto", STEPS),
+    Field("cfg_scale", "select", "CFG scale", "CFG スケール", "auto", CFGS),
+    Field("sampler", "select", "Sampler", "サンプラー", "auto", ["auto", *SAMPLERS]),
+    Field("seed", "text", "Seed (blank = random)", "シード（空欄でランダム）", ""),
+    Field("seed_lock", "switch", "Lock seed to the last image", "直前のシードを固定", False),
+    Field("batch_size", "slider", "Images per run", "1回の枚数", 1, min=1, max=4),
+    Field("fast", "switch", "Fast mode (few steps, quick preview quality)",
+          "高速モード（少ないステップ・プレビュー品質）", False),
+    Field("best_of", "switch", "Best-of-N: check with the vision model, show the best",
+          "ベストオブN: 視覚モデルで確認し、良いものだけ表示", False),
+    Field("negative_preset", "select", "Negative preset", "ネガティブプリセット", "full",
+          list(NEGATIVE_PRESETS)),
+]
+
+
+@dataclass
+class PanelChoice:
+    """What the panel asks for, ready to apply."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    presets: list[str] | None = None
+    seed_lock: bool = False
+    chat_model: str = ""
+    image_model: str = ""
+    best_of: bool | None = None
+
+
+def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
+    """Turn submitted widget values into overrides; unknown or blank values are ignored."""
+    out = PanelChoice()
+    aspect = values.get("aspect", "auto")
+    if aspect in ("square", "portrait", "landscape"):
+        w, h = native_size(family if family in ("sd15", "sdxl") else "sd15", aspect)  # type: ignore[arg-type]
+        out.overrides.update(width=w, height=h)
+    if str(values.get("steps", "auto")) != "auto":
+        out.overrides["steps"] = int(float(values["steps"]))
+    if str(values.get("cfg_scale", "auto")) != "auto":
+        out.overrides["cfg_scale"] = float(values["cfg_scale"])
+    if values.get("sampler", "auto") in SAMPLERS:
+        out.overrides["sampler"] = values["sampler"]
+    seed = str(values.get("seed") or "").strip()
+    if seed.lstrip("-").isdigit():
+        out.overrides["seed"] = int(seed)
+    batch = values.get("batch_size")
+    if batch:
+        out.overrides["batch_size"] = max(1, min(4, int(float(batch))))
+    if values.get("fast"):
+        out.overrides["fast"] = True
+    out.presets = NEGATIVE_PRESETS.get(str(values.get("negative_preset", "full")))
+    out.seed_lock = bool(values.get("seed_lock"))
+    if "best_of" in values:
+        out.best_of = bool(values["best_of"])
+    out.chat_model = str(values.get("chat_model") or "").strip()
+    out.image_model = str(values.get("image_model") or "").strip()
+    if out.image_model:
+        out.overrides["model"] = out.image_model
+    return out

@@ -1,0 +1,87 @@
+"""One message catalogue: every user-facing string, English and Japanese side by side.
+
+The texts live as data in ``prompts/messages/*.yaml`` (one file per area; a key is defined
+once across all files, each with ``en`` and ``ja``). :func:`msg` renders a key in a
+language and fails loudly on an unknown key, a missing value or a value no placeholder
+uses; a :class:`Message` carries a key and its values until the UI edge knows the
+user's language. :func:`detect_language` is the one place that decides "is this Japanese".
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+from prompts.loader import HERE, load_yaml
+
+Lang = Literal["en", "ja"]
+LANGS: tuple[Lang, ...] = ("en", "ja")
+MESSAGES_DIR = HERE / "messages"
+_JA = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+
+
+class MessageError(KeyError):
+    """A message key or its values do not match the catalogue."""
+
+
+def lang_code(lang: str | None) -> Lang:
+    """'ja' for any Japanese locale tag ('ja', 'ja-JP'), else 'en'."""
+    return "ja" if (lang or "").lower().startswith("ja") else "en"
+
+
+def has_japanese(text: str) -> bool:
+    """True when ``text`` contains kana or kanji."""
+    return bool(_JA.search(text or ""))
+
+
+def detect_language(text: str, fallback: str = "en") -> Lang:
+    """'ja' when the text contains Japanese script, else ``fallback`` as a two-letter code."""
+    return "ja" if has_japanese(text) else lang_code(fallback)
+
+
+@cache
+def catalogue() -> Mapping[str, Mapping[Lang, str]]:
+    """Every message, read once from ``prompts/messages/*.yaml`` and checked."""
+    table: dict[str, Mapping[Lang, str]] = {}
+    for path in sorted(MESSAGES_DIR.glob("*.yaml")):
+        data = load_yaml(f"messages/{path.name}") or {}
+        for key, texts in data.items():
+            if key in table:
+                raise MessageError(f"message {key!r} is defined twice (again in {path.name})")
+            if not isinstance(texts, dict) or set(texts) != set(LANGS):
+                raise MessageError(f"message {key!r} in {path.name} needs exactly {LANGS}")
+            table[key] = {lang: str(texts[lang]) for lang in LANGS}
+    return table
+
+
+def fields(text: str) -> set[str]:
+    """The placeholder names in a ``str.format`` text."""
+    return {name.split(".")[0].split("[")[0]
+            for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def msg(key: str, lang: str = "en", /, **values: Any) -> str:
+    """Message ``key`` in ``lang`` with ``values`` filled in; loud on any mismatch."""
+    texts = catalogue().get(key)
+    if texts is None:
+        raise MessageError(f"no message {key!r} in {MESSAGES_DIR}")
+    text = texts[lang_code(lang)]
+    wanted = fields(text)
+    if missing := wanted - values.keys():
+        raise MessageError(f"message {key!r} needs values for {sorted(missing)}")
+    return text.format(**values)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A catalogue key and its values, rendered once the reader's language is known."""
+
+    key: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def render(self, lang: str) -> str:
+        return msg(self.key, lang, **self.values)

@@ -1,0 +1,132 @@
+"""The validated image request shared by every engine, tool and the ledger.
+
+Validation happens here, before any weights load, and errors teach rather than silently
+correct (a width of 500 is rejected with the nearest valid sizes, not rounded).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tools.core.errors import InvalidRequest
+from tools.core.samplers import DEFAULT_SAMPLER, canonical_sampler
+
+MAX_SIDE = 2048
+MAX_PIXELS = 2048 * 2048
+MAX_SEED = 2**32 - 1  # A1111 seeds are unsigned 32-bit
+_LORA_NAME = re.compile(r"^[\w .()+\-\[\]]+$", re.UNICODE)
+
+
+def _check_side(v: int) -> int:
+    if v % 8:
+        lo, hi = v - v % 8, v - v % 8 + 8
+        raise ValueError(
+            f"has to be a multiple of 8 but is {v}; try {lo or 8} or {hi}"
+        )
+    return v
+
+
+Side = Annotated[int, Field(ge=64, le=MAX_SIDE), AfterValidator(_check_side)]
+SamplerName = Annotated[str, AfterValidator(canonical_sampler)]
+Mode = Literal["txt2img", "img2img", "inpaint"]
+
+
+class LoraRef(BaseModel):
+    """A LoRA by its file stem inside the LoRA folder, and its weight."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    weight: float = Field(1.0, ge=-5.0, le=5.0)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        if "/" in v or "\\" in v or ".." in v or not _LORA_NAME.match(v):
+            raise ValueError(
+                f"LoRA name {v!r} must be a plain file name inside the LoRA folder "
+                "(no paths, no '..')"
+            )
+        return v
+
+
+class ImageRequest(BaseModel):
+    """Everything needed to make (and later reproduce) one batch of images."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=8000)
+    negative_prompt: str = Field("", max_length=8000)
+    width: Side = 512
+    height: Side = 512
+    steps: int = Field(25, ge=1, le=150)
+    cfg_scale: float = Field(7.0, ge=0.0, le=30.0)
+    sampler: SamplerName = DEFAULT_SAMPLER
+    seed: int | None = Field(None, ge=-1, le=MAX_SEED, description="None or -1 = random")
+    batch_size: int = Field(1, ge=1, le=8)
+    init_image: Path | None = None
+    strength: float = Field(0.75, gt=0.0, le=1.0)
+    mask_image: Path | None = None
+    loras: list[LoraRef] = Field(default_factory=list, max_length=8)
+    model: str | None = Field(None, description="Override the configured image model")
+    fast: bool = False
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> ImageRequest:
+        if self.width * self.height > MAX_PIXELS:
+            raise ValueError(
+                f"{self.width}x{self.height} is more than {MAX_PIXELS:,} pixels; "
+                "generate smaller and upscale"
+            )
+        if self.mask_image is not None and self.init_image is None:
+            raise ValueError("a mask needs an init image to paint into")
+        if self.seed == -1:
+            self.seed = None
+        return self
+
+    @property
+    def mode(self) -> Mode:
+        if self.mask_image is not None:
+            return "inpaint"
+        return "img2img" if self.init_image is not None else "txt2img"
+
+    def with_seed(self) -> ImageRequest:
+        """A copy with a concrete seed (random when unset), so it can always be reported."""
+        if self.seed is not None:
+            return self
+        return self.model_copy(update={"seed": secrets.randbelow(MAX_SEED)})
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """Turn pydantic's error list into one readable sentence per problem."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "request"
+        msg = str(e["msg"]).removeprefix("Value error, ").rstrip(".")
+        lines.append(f"{where}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_request(data: dict[str, object]) -> ImageRequest:
+    """Validate ``data`` into an :class:`ImageRequest` or raise :class:`InvalidRequest`."""
+    try:
+        return ImageRequest.model_validate(data)
+    except ValidationError as err:
+        text = format_validation_error(err)
+        raise InvalidRequest(
+            f"That image request can't run: {text}.",
+            f"この画像リクエストは実行できません: {text}。",
+        ) from err

@@ -1,0 +1,181 @@
+"""Everything that may talk to the Hugging Face hub, in one place.
+
+* :func:`ensure_snapshot` returns a local folder for a repo id: from the cache, or (when
+  ``Settings.offline`` is false) by downloading with progress reported to a callback.
+  Offline and not cached raises :class:`ModelMissing` saying how to fetch it.
+* :func:`single_file_config` finds the small diffusers config folder that
+  ``from_single_file`` needs to build a pipeline around a checkpoint, so loading a
+  ``.safetensors`` never reaches the network once those configs are cached.
+
+Everything afterwards loads from local folders with ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tools.core.errors import EngineError, ModelMissing
+from tools.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# (label, done, total): bytes or files so far. Called from download worker threads.
+DownloadCallback = Callable[[str, int, "int | None"], None]
+
+# A pipeline needs configs, tokenizers and component weights; not the root-level single-file
+# checkpoints, EMA/fp16 duplicates, other frameworks, or the SD1.x safety checker (A1111 and
+# this app don't run it; 1.2 GB saved).
+PIPELINE_ALLOW = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors"]
+PIPELINE_IGNORE = ["*.fp16.*", "*non_ema*", "*.ema.*", "safety_checker/*", "*/flax_*", "*.onnx*"]
+# Same patterns diffusers' ``from_single_file`` fetches, so a cache it made is recognised.
+CONFIG_ALLOW = ["**/*.json", "*.json", "*.txt", "**/*.txt", "**/*.model"]
+
+
+def progress_tqdm(callback: DownloadCallback) -> type:
+    """A tqdm class for ``snapshot_download(tqdm_class=...)`` that forwards progress.
+
+    It counts updates itself, so reporting works even when hub progress bars are disabled.
+    """
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class _Reporting(hf_tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._egaki_done = int(kwargs.get("initial") or 0)
+            self._egaki_label = str(kwargs.get("desc") or "download")
+            super().__init__(*args, **kwargs)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._egaki_done += int(n or 0)
+            total = int(self.total) if self.total else None
+            try:
+                label = getattr(self, "desc", "") or self._egaki_label  # unset when disabled
+                callback(str(label), self._egaki_done, total)
+            except Exception:  # a broken progress display must not break the download
+                log.exception("download progress callback failed")
+            return super().update(n)
+
+    return _Reporting
+
+
+def _how_to_get(repo_id: str, patterns: str = "") -> tuple[str, str]:
+    cmd = f"hf download {repo_id}{patterns}"
+    return (
+        f"Turn off offline mode once (EGAKI_OFFLINE=false) so it can be downloaded, or run "
+        f"`{cmd}` on a connected machine and copy the Hugging Face cache over.",
+        f"一度オフラインモードを解除する（EGAKI_OFFLINE=false）とダウンロードできます。"
+        f"または接続できるマシンで `{cmd}` を実行し、"
+        "Hugging Face のキャッシュをコピーしてください。",
+    )
+
+
+def cached_snapshot(
+    repo_id: str, settings: Settings, allow_patterns: list[str] | None = None
+) -> Path | None:
+    """The cached snapshot folder of ``repo_id``, or None. Never touches the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, cache_dir=settings.hf_cache_dir, local_files_only=True,
+                allow_patterns=allow_patterns,
+            )
+        )
+    except Exception as err:  # LocalEntryNotFound, IncompleteSnapshot, bad id...
+        log.debug("%s not usable from the cache: %s", repo_id, err)
+        return None
+
+
+def ensure_snapshot(
+    repo_id: str,
+    settings: Settings,
+    on_download: DownloadCallback | None = None,
+    *,
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+    what: str = "model",
+) -> Path:
+    """A local folder for ``repo_id``: cached, or downloaded when online.
+
+    ``what="configs"`` only changes the suggested download command.
+    """
+    allow = PIPELINE_ALLOW if allow_patterns is None else allow_patterns
+    ignore = PIPELINE_IGNORE if ignore_patterns is None else ignore_patterns
+    if settings.offline:
+        found = cached_snapshot(repo_id, settings, allow)
+        if found is not None:
+            return found
+        en, ja = _how_to_get(repo_id, " --include '*.json' '*.txt'" if what == "configs" else "")
+        raise ModelMissing(
+            f"{repo_id} is not in the local Hugging Face cache and offline mode is on. {en}",
+            f"{repo_id} はローカルの Hugging Face キャッシュにありません（オフラインモード）。{ja}",
+            model=repo_id,
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, cache_dir=settings.hf_cache_dir, allow_patterns=allow,
+                ignore_patterns=ignore,
+                tqdm_class=progress_tqdm(on_download) if on_download else None,
+            )
+        )
+    except GatedRepoError as err:
+        raise ModelMissing(
+            f"{repo_id} is gated on Hugging Face: accept its licence on the website and log in "
+            "with `hf auth login`, then try again.",
+            f"{repo_id} は Hugging Face で利用申請が必要です。サイトでライセンスに同意し、"
+            "`hf auth login` でログインしてから再試行してください。",
+            model=repo_id,
+        ) from err
+    except RepositoryNotFoundError as err:
+        raise ModelMissing(
+            f"There is no Hugging Face model called {repo_id}; check the spelling.",
+            f"Hugging Face に {repo_id} というモデルはありません。綴りを確認してください。",
+            model=repo_id,
+        ) from err
+    except Exception as err:  # network down, disk full...
+        raise EngineError(
+            f"Downloading {repo_id} failed ({type(err).__name__}: {str(err)[:200]}). Check the "
+            "connection and free disk space, then try again.",
+            f"{repo_id} のダウンロードに失敗しました（{type(err).__name__}）。"
+            "接続と空き容量を確認して再試行してください。",
+        ) from err
+
+
+def single_file_config(
+    header: dict[str, Any], settings: Settings, on_download: DownloadCallback | None = None
+) -> Path:
+    """The diffusers config folder matching a checkpoint (from its keys and shapes).
+
+    diffusers names the reference repo (e.g. SD1.5 → ``stable-diffusion-v1-5/...``,
+    SDXL → ``stabilityai/stable-diffusion-xl-base-1.0``); only its configs and tokenizer
+    files (a few MB) are needed, never its weights.
+    """
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+
+    try:
+        repo_id = str(fetch_diffusers_config(header)["pretrained_model_name_or_path"])
+    except Exception as err:
+        raise EngineError(
+            f"Could not tell which model family this checkpoint is ({err}).",
+            f"このチェックポイントのモデル種別を判定できませんでした（{err}）。",
+        ) from err
+    try:
+        return ensure_snapshot(
+            repo_id, settings, on_download, allow_patterns=CONFIG_ALLOW, ignore_patterns=[],
+            what="configs",
+        )
+    except ModelMissing as err:
+        raise ModelMissing(
+            f"To load a single-file checkpoint, diffusers needs the config files of {repo_id} "
+            f"(a few MB, no weights). {err.message}",
+            f"単一ファイルのチェックポイントを読み込むには {repo_id} の設定ファイル"
+            f"（数 MB、重みは不要）が必要です。{err.ja}",
+            model=repo_id,
+        ) from err

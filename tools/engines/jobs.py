@@ -1,0 +1,349 @@
+"""One image job at a time: a FIFO queue in front of a single engine.
+
+Every chat submits here, so two chats never run two jobs at once on one GPU and never
+make the engine load two pipelines. The engine runs in ONE worker thread; callers await
+from their own event loops::
+
+    queue = JobQueue(engine, before_job=ollama_unload_hook(settings))
+    images = await queue.submit(request, on_step=show_progress, on_queue_position=show_pos)
+
+``on_queue_position(n)`` receives the number of jobs ahead (0 = yours is starting) each
+time that number changes. Callbacks run on the caller's event loop (never the worker
+thread) and may be plain functions or coroutines. Cancelling the awaiting task, or
+calling :meth:`Job.cancel`, drops a waiting job before it runs and stops a running one
+through the engine's cancel event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import itertools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tools.core.engine import GeneratedImage, ImageEngine
+from tools.core.errors import GenerationCancelled
+from tools.core.request import ImageRequest
+
+if TYPE_CHECKING:
+    from tools.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PositionCallback = Callable[[int], Any]
+ProgressCallback = Callable[[int, int, Any], Any]
+StatusCallback = Callable[[str, int, "int | None"], Any]  # (label, done, total or None)
+BeforeJobHook = Callable[[], None]
+_ids = itertools.count(1)
+
+
+def _cancelled() -> GenerationCancelled:
+    return GenerationCancelled("The image job was cancelled.", "画像の生成を取り消しました。")
+
+
+class Job:
+    """One submitted request. Await :meth:`result`; :meth:`cancel` from any thread."""
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        request: ImageRequest,
+        loop: asyncio.AbstractEventLoop,
+        on_step: ProgressCallback | None,
+        on_queue_position: PositionCallback | None,
+        on_status: StatusCallback | None = None,
+    ) -> None:
+        self.id = next(_ids)
+        self.request = request
+        self.state = "waiting"  # waiting | running | done | cancelled | failed
+        self.cancel_event = threading.Event()
+        self._queue = queue
+        self._loop = loop
+        self._future: asyncio.Future[list[GeneratedImage]] = loop.create_future()
+        self._on_step = on_step
+        self._on_position = on_queue_position
+        self._on_status = on_status
+        self._last_position: int | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        # Callbacks run in the submitter's context (e.g. the chat session's context vars).
+        self._context = contextvars.copy_context()
+
+    def __repr__(self) -> str:
+        return f"<Job {self.id} {self.state}>"
+
+    async def result(self) -> list[GeneratedImage]:
+        """Wait for the images; cancelling this await cancels the job."""
+        try:
+            return await asyncio.shield(self._future)
+        except asyncio.CancelledError:
+            # Nobody will read the outcome now; mark it retrieved so asyncio stays quiet.
+            self._future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            self.cancel()
+            raise
+
+    def cancel(self) -> bool:
+        """Drop the job if waiting, or ask the engine to stop if running."""
+        return self._queue._cancel(self)
+
+    # --- called by the queue (worker thread or caller thread) ---------------------------
+
+    def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the caller's loop; await it there if it is a coroutine."""
+
+        def run() -> None:
+            try:
+                result = fn(*args)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._tasks.add(task)  # keep a reference until it finishes
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:  # a broken UI callback must not kill the job
+                log.exception("job %s callback failed", self.id)
+
+        # RuntimeError: the caller's loop is closed; nobody is listening any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(run, context=self._context.copy())
+
+    def _report_position(self, ahead: int) -> None:
+        if self._on_position is not None and ahead != self._last_position:
+            self._last_position = ahead
+            self._call_soon(self._on_position, ahead)
+
+    def _status(self, label: str, done: int, total: int | None) -> None:
+        if self._on_status is not None:
+            self._call_soon(self._on_status, label, done, total)
+
+    def _step(self, step: int, total: int, preview: Any) -> None:
+        if self._on_step is not None:
+            self._call_soon(self._on_step, step, total, preview)
+
+    def _settle(self, result: list[GeneratedImage] | None, error: BaseException | None) -> None:
+        def settle() -> None:
+            if self._future.done():
+                return
+            if error is not None:
+                self._future.set_exception(error)
+            else:
+                self._future.set_result(result or [])
+
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(settle)
+
+
+class JobQueue:
+    """FIFO queue running one engine in one worker thread. Use one per engine."""
+
+    def __init__(
+        self,
+        engine: ImageEngine,
+        *,
+        before_job: BeforeJobHook | None = None,
+        thread_name: str = "egaki-image-worker",
+    ) -> None:
+        self.engine = engine
+        self.before_job = before_job
+        self._thread_name = thread_name
+        self._pending: deque[Job] = deque()
+        self._running: Job | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # --- public API --------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        request: ImageRequest,
+        *,
+        on_step: ProgressCallback | None = None,
+        on_queue_position: PositionCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> Job:
+        """Add a job from inside a running event loop and return its handle at once.
+
+        ``on_status(label, done, total)`` hears model downloads and loads for this job."""
+        job = Job(
+            self, request, asyncio.get_running_loop(), on_step, on_queue_position, on_status
+        )
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("JobQueue is closed")
+            self._pending.append(job)
+            self._ensure_worker()
+            self._report_positions()
+            self._cond.notify_all()
+        return job
+
+    async def submit(
+        self,
+        request: ImageRequest,
+        *,
+        on_step: ProgressCallback | None = None,
+        on_queue_position: PositionCallback | None = None,
+        on_status: StatusCallback | None = None,
+    ) -> list[GeneratedImage]:
+        """Queue ``request``, wait for its turn and return its images."""
+        job = self.enqueue(
+            request, on_step=on_step, on_queue_position=on_queue_position, on_status=on_status
+        )
+        return await job.result()
+
+    def report_status(self, label: str, done: int, total: int | None) -> None:
+        """For the engine (worker thread): model download/load progress of the running job."""
+        job = self._running
+        if job is not None:
+            job._status(label, done, total)
+
+    @property
+    def pending(self) -> int:
+        """Jobs waiting (not counting the running one)."""
+        with self._cond:
+            return len(self._pending)
+
+    @property
+    def busy(self) -> bool:
+        with self._cond:
+            return self._running is not None
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Cancel waiting jobs, stop the running one and join the worker thread."""
+        with self._cond:
+            self._closed = True
+            waiting = list(self._pending)
+            self._pending.clear()
+            if self._running is not None:
+                self._running.cancel_event.set()
+            self._cond.notify_all()
+        for job in waiting:
+            job.state = "cancelled"
+            job._settle(None, _cancelled())
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    # --- internals ---------------------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name=self._thread_name, daemon=True)
+            self._thread.start()
+
+    def _report_positions(self) -> None:
+        """Tell every waiting job how many jobs are ahead of it (caller holds the lock)."""
+        ahead = 1 if self._running is not None else 0
+        for index, job in enumerate(self._pending):
+            job._report_position(ahead + index)
+
+    def _cancel(self, job: Job) -> bool:
+        with self._cond:
+            if job.state == "waiting" and job in self._pending:
+                self._pending.remove(job)
+                job.state = "cancelled"
+                self._report_positions()
+            elif job.state == "running":
+                job.cancel_event.set()
+                return True
+            else:
+                return False
+        job._settle(None, _cancelled())
+        return True
+
+    def _next_job(self) -> Job | None:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if self._closed:
+                return None
+            job = self._pending.popleft()
+            job.state = "running"
+            self._running = job
+            job._report_position(0)
+            self._report_positions()
+            return job
+
+    def _work(self) -> None:
+        while (job := self._next_job()) is not None:
+            result: list[GeneratedImage] | None = None
+            error: BaseException | None = None
+            try:
+                if self.before_job is not None:
+                    try:
+                        self.before_job()
+                    except Exception:  # a helper hook must never block image jobs
+                        log.exception("before_job hook failed; running the job anyway")
+                if job.cancel_event.is_set():
+                    raise _cancelled()
+                result = self.engine.generate(
+                    job.request, on_step=job._step, cancel=job.cancel_event
+                )
+            except BaseException as exc:  # handed to that caller only
+                error = exc
+            with self._cond:
+                self._running = None
+                job.state = (
+                    "done"
+                    if error is None
+                    else ("cancelled" if isinstance(error, GenerationCancelled) else "failed")
+                )
+                self._report_positions()
+            job._settle(result, error)
+            if error is not None and not isinstance(error, Exception):
+                raise error  # KeyboardInterrupt/SystemExit: let the thread die loudly
+
+
+# --- Ollama memory hook -----------------------------------------------------------------
+
+
+def unload_ollama_models(
+    host: str, *, timeout: float = 5.0, client: httpx.Client | None = None
+) -> list[str]:
+    """Ask Ollama to free its GPU memory: ``keep_alive: 0`` for every loaded model.
+
+    Lists ``/api/ps`` and posts ``/api/generate`` with ``keep_alive`` 0 per model. An
+    unreachable Ollama is logged and ignored: freeing memory is a courtesy, not a must.
+    Returns the names it asked to unload.
+    """
+    base = host.rstrip("/")
+    own = client is None
+    http = client or httpx.Client(timeout=timeout)
+    unloaded: list[str] = []
+    try:
+        resp = http.get(f"{base}/api/ps")
+        resp.raise_for_status()
+        models = resp.json().get("models") or []
+        for entry in models:
+            name = (entry.get("model") or entry.get("name")) if isinstance(entry, dict) else None
+            if not name:
+                continue
+            http.post(f"{base}/api/generate", json={"model": name, "keep_alive": 0})
+            unloaded.append(name)
+    except (httpx.HTTPError, ValueError, AttributeError) as err:
+        log.warning("could not ask Ollama at %s to unload models: %s", base, err)
+    finally:
+        if own:
+            http.close()
+    if unloaded:
+        log.info("asked Ollama to unload %s before the image job", ", ".join(unloaded))
+    return unloaded
+
+
+def ollama_unload_hook(settings: Settings) -> BeforeJobHook | None:
+    """The ``before_job`` hook for ``settings``, or ``None`` when unloading is off."""
+    if not settings.unload_ollama_before_image:
+        return None
+    host = settings.ollama_host
+
+    def hook() -> None:
+        unload_ollama_models(host)
+
+    return hook
