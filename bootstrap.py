@@ -3,9 +3,9 @@
 
 Both create ``.venv`` next to this file (if missing), install Egaki into it from the
 committed lock (``constraints.txt``, so pip never backtracks), then either start the web
-chat or run the whole check suite (ruff, the layer contract, mypy, pytest). Re-running skips the install
-when nothing it depends on changed. Standard library only: this runs before anything
-is installed, on Linux, macOS and Windows.
+chat or run the whole check suite (ruff, the layer contract, mypy, pytest). Re-running
+skips the install when nothing it depends on changed. Standard library only: this runs
+before anything is installed, on Linux, macOS and Windows.
 """
 
 from __future__ import annotations

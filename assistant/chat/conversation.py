@@ -98,7 +98,7 @@ class Conversation:
         self.gateway = gateway
         self.model_factory = model_factory
         self.tools = list(tools)
-        self.lang = detect_language("", fallback=browser_lang)
+        self.lang: str = detect_language("", fallback=browser_lang)
         self.history: list[BaseMessage] = []
         self.status: ModelStatus | None = None
         self._agent: ChatAgent | None = None
