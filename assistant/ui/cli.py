@@ -18,7 +18,7 @@ from assistant.ui.ledger_cli import add_ledger_parser, run_ledger
 from tools.core.errors import ConfigError
 from tools.core.settings import Settings
 
-APP_ROOT = Path(__file__).resolve().parent.parent
+APP_ROOT = Path(__file__).resolve().parents[2]
 UI_MODULE = Path(__file__).resolve().parent / "chainlit_app.py"
 
 # Set before chainlit is imported: these are read at import time.
