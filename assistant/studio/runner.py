@@ -32,7 +32,7 @@ from tools.core.errors import EgakiError, GenerationCancelled, InvalidRequest
 from tools.core.request import ImageRequest, format_validation_error, parse_request
 from tools.core.samplers import DEFAULT_SAMPLER, SAMPLERS
 from tools.engines.jobs import JobQueue, PositionCallback, ProgressCallback, StatusCallback
-from tools.infotext import save_png
+from tools.infotext.png import save_png
 from tools.ledger.types import RecordContext, Recorder
 
 log = logging.getLogger(__name__)
