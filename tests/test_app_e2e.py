@@ -88,7 +88,7 @@ async def test_japanese_request_question_go_prompt_card_and_inline_image(
         caption = await client.wait_text(f"**Seed** {seed}")
         assert "512×512" in caption
         pngs = sorted((app.data_dir / "images").glob("*.png"))
-        from tools.infotext import read_png_parameters
+        from tools.infotext.png import read_png_parameters
 
         assert any(f"Seed: {seed}," in (read_png_parameters(p) or "") for p in pngs)
         await client.wait_for(lambda c: any("バリエーション" in a["label"] for a in c.actions))

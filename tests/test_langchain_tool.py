@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from assistant.studio.runner import GenerateImageArgs, make_generate_image_tool
+from assistant.chat.image_tool import GenerateImageArgs, make_generate_image_tool
 from tools.core.engine import GeneratedImage
 from tools.engines.fake import FakeEngine
 from tools.engines.jobs import JobQueue
-from tools.infotext import infotext_to_request, parse_infotext, read_png_parameters
+from tools.infotext.png import read_png_parameters
+from tools.infotext.text import infotext_to_request, parse_infotext
 
 FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler",
           "seed", "batch_size"}  # fmt: skip

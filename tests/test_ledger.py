@@ -26,7 +26,8 @@ from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.engines.diffusers.engine import DiffusersEngine
 from tools.engines.fake import FakeEngine
-from tools.infotext import infotext_to_request, parse_infotext, read_png_parameters, save_png
+from tools.infotext.png import read_png_parameters, save_png
+from tools.infotext.text import infotext_to_request, parse_infotext
 from tools.ledger.embeddings import Embedder, HashEmbedder, OllamaEmbedder
 from tools.ledger.service import Ledger
 from tools.ledger.types import LedgerError, RecordContext, UnknownRecord

@@ -14,7 +14,7 @@ import pytest
 from assistant.ui.cli import main
 from tests.test_ledger import make_ledger, req, runner_for
 from tools.engines.fake import FakeEngine
-from tools.infotext import read_png_parameters, save_png
+from tools.infotext.png import read_png_parameters, save_png
 from tools.ledger.types import RecordContext
 
 ROOT = Path(__file__).resolve().parent.parent

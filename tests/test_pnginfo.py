@@ -13,16 +13,13 @@ from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
 from tools.core.request import ImageRequest, LoraRef
 from tools.engines.fake import FakeEngine
-from tools.infotext import (
+from tools.infotext.png import comfyui_summary, read_png_metadata, read_png_parameters, save_png
+from tools.infotext.text import (
     MAX_INFOTEXT_CHARS,
     VERSION_TAG,
-    comfyui_summary,
     format_infotext,
     infotext_to_request,
     parse_infotext,
-    read_png_metadata,
-    read_png_parameters,
-    save_png,
 )
 
 # Verbatim from the docstring of parse_generation_parameters in A1111's

@@ -12,7 +12,7 @@ from assistant.studio.flow import ActionSpec, Studio, upscale_size
 from assistant.studio.runner import ImageRunner
 from tests.fake_ollama import FakeOllama, Reply
 from tools.engines.fake import FakeEngine
-from tools.infotext import read_png_parameters
+from tools.infotext.png import read_png_parameters
 
 SPEC = {
     "subject": "a red fox",

@@ -14,7 +14,7 @@ from tests.chainlit_client import AppProcess, ChatClient
 from tests.fake_ollama import FakeOllama, Reply
 from tools.core.engine import GeneratedImage
 from tools.core.request import ImageRequest
-from tools.infotext import save_png
+from tools.infotext.png import save_png
 
 pytestmark = pytest.mark.slow
 DESCRIPTION = {"subject": "a tabby cat sleeping on a windowsill", "environment": "cozy room",

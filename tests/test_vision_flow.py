@@ -34,7 +34,7 @@ from tools.core.errors import CapabilityMissing, InvalidRequest
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.engines.fake import FakeEngine
-from tools.infotext import save_png
+from tools.infotext.png import save_png
 from tools.llm.ollama_gateway import OllamaGateway
 from vision.caption import OllamaCaptioner
 from vision.masks import context_box, mask_from_data_url

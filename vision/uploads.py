@@ -34,7 +34,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from tools.core.errors import InvalidRequest
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
-from tools.infotext import PngMetadata, comfyui_summary, infotext_to_request, read_png_metadata
+from tools.infotext.png import PngMetadata, comfyui_summary, read_png_metadata
+from tools.infotext.text import infotext_to_request
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000

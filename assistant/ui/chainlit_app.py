@@ -19,10 +19,11 @@ from chainlit.types import ThreadDict
 from starlette.datastructures import Headers
 
 from assistant.chat.conversation import Conversation, ollama_chat_model
+from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.vision_flow import MASK_ACTION
 from assistant.studio.best_of import BestOf
-from assistant.studio.runner import ImageRunner, make_generate_image_tool
+from assistant.studio.runner import ImageRunner
 from assistant.ui import compat as chainlit_compat
 from assistant.ui.persistence import local_user, make_data_layer, mount_files
 from assistant.ui.render import ACTION, ChainlitUI, ImageReporter, widgets

@@ -1,18 +1,18 @@
 """The SQLite schema behind Chainlit 2.12's SQLAlchemy data layer, and its migrations.
 
 Migrations are named, append-only and each idempotent; the applied ones are recorded in
-``_egaki_migrations``. A database built from Chainlit's published schema, or by an older
-Chainlit, is adopted: missing tables are created and missing columns added.
+``_egaki_migrations`` by the shared runner (:mod:`tools.core.migrations`). A database
+built from Chainlit's published schema, or by an older Chainlit, is adopted: missing
+tables are created and missing columns added.
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from pathlib import Path
+
+from tools.core.migrations import Migration, Migrations
 
 # Every column Chainlit 2.12 inserts (the keys of StepDict, ElementDict, Feedback...)
 # or selects. Types are SQLite affinities; JSON lives in TEXT. No foreign keys: Chainlit
@@ -138,59 +138,24 @@ def _create_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(f"CREATE INDEX IF NOT EXISTS {_q(name)} ON {target}")
 
 
-@dataclass(frozen=True)
-class Migration:
-    """One schema step. Never edit or reorder a released one: append a new one."""
-
-    name: str
-    apply: Callable[[sqlite3.Connection], None]
-
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration("0001_chainlit_2_12_tables", _create_tables),
-    Migration("0002_lookup_indexes", _create_indexes),
+MIGRATIONS = Migrations(
+    "_egaki_migrations",
+    [
+        Migration("0001_chainlit_2_12_tables", _create_tables),
+        Migration("0002_lookup_indexes", _create_indexes),
+    ],
 )
 
 
-def ensure_schema_sync(db_path: Path, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+def ensure_schema_sync(db_path: Path, migrations: Migrations = MIGRATIONS) -> list[str]:
     """Apply the migrations ``db_path`` lacks, each in its own transaction.
 
     Returns the names applied now (empty when the schema is current). ``BEGIN
     IMMEDIATE`` makes two processes starting at once migrate one after the other.
     """
-    db_path = Path(db_path)
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db_path, timeout=30, isolation_level=None)
-    applied_now: list[str] = []
-    try:
-        # WAL lets the UI read history while Chainlit's background tasks write steps.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS _egaki_migrations "
-            "(name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
-        for migration in migrations:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                done = conn.execute(
-                    "SELECT 1 FROM _egaki_migrations WHERE name = ?", (migration.name,)
-                ).fetchone()
-                if not done:
-                    migration.apply(conn)
-                    conn.execute(
-                        "INSERT INTO _egaki_migrations (name, applied_at) VALUES (?, ?)",
-                        (migration.name, datetime.now(UTC).isoformat()),
-                    )
-                    applied_now.append(migration.name)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-    finally:
-        conn.close()
-    return applied_now
+    return migrations.apply_to(db_path)
 
 
 async def ensure_schema(db_path: Path) -> None:
     """Create or migrate the chat history schema at ``db_path`` (idempotent)."""
-    await asyncio.to_thread(ensure_schema_sync, db_path)
+    await MIGRATIONS.apply_to_async(db_path)

@@ -18,7 +18,8 @@ from typing import Any
 
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
-from tools.infotext import format_infotext, infotext_to_request, read_png_metadata
+from tools.infotext.png import read_png_metadata
+from tools.infotext.text import format_infotext, infotext_to_request
 from tools.ledger.store import LedgerStore
 from tools.ledger.types import ReconcileReport, RecordContext
 

@@ -35,7 +35,7 @@ from tools.core.engine import GeneratedImage
 from tools.core.errors import EgakiError, InvalidRequest
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
-from tools.infotext import format_infotext
+from tools.infotext.text import format_infotext
 from tools.ledger.embeddings import Embedder, make_embedder
 from tools.ledger.files import generated_row, reconcile_files, search_terms
 from tools.ledger.index import ChromaIndex, IndexUnavailable

@@ -1,10 +1,11 @@
 """The ledger's source of truth: one SQLite file (``data_dir/ledger.sqlite3``, WAL mode).
 
 Schema changes are named, append-only migrations recorded in ``_migrations`` (never edit
-one that shipped; add the next). Every operation opens its own short-lived connection,
-so any number of threads and processes can share the file: WAL lets readers run during
-a write, ``BEGIN IMMEDIATE`` plus a busy timeout queues writers instead of failing.
-A batch of images is inserted in one transaction: all of it is recorded, or none.
+one that shipped; add the next), run by :mod:`tools.core.migrations`. Every operation
+opens its own short-lived connection, so any number of threads and processes can share
+the file: WAL lets readers run during a write, ``BEGIN IMMEDIATE`` plus a busy timeout
+queues writers instead of failing. A batch of images is inserted in one transaction: all
+of it is recorded, or none.
 """
 
 from __future__ import annotations
@@ -12,23 +13,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from tools.core.migrations import Migrations
 from tools.core.request import ImageRequest
 from tools.ledger.types import LedgerError, LedgerRecord, UnknownRecord, new_id
 
 BUSY_TIMEOUT_S = 30.0
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[tuple[str, Migration]] = []
-
-
-def migration(fn: Migration) -> Migration:
-    """Register ``fn`` as the next migration, under its function name."""
-    MIGRATIONS.append((fn.__name__, fn))
-    return fn
+MIGRATIONS = Migrations("_migrations")
+migration = MIGRATIONS.register  # @migration: the next step, named after its function
 
 
 @migration
@@ -83,16 +79,11 @@ class LedgerStore:
         self.db_path = db_path
         self.root = root
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        with _INIT_LOCK, self._write() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT "
-                "NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"
-            )
-            done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-            for name, fn in MIGRATIONS:
-                if name not in done:
-                    fn(db)
-                    db.execute("INSERT INTO _migrations (name) VALUES (?)", (name,))
+        with _INIT_LOCK, closing(self._connect()) as db:
+            try:
+                MIGRATIONS.apply(db)
+            except sqlite3.Error as err:
+                raise _storage_error(self.db_path, err) from err
 
     # --- connections -------------------------------------------------------------------
 
@@ -168,7 +159,7 @@ class LedgerStore:
                         if "records.id" not in str(err):
                             raise
                 else:
-                    raise LedgerError("Could not find a free record id.", "空き ID がありません。")
+                    raise LedgerError.of("ledger_no_free_id")
                 found = db.execute("SELECT id FROM records WHERE path = ?", (row["path"],))
                 ids.append(found.fetchone()[0])
         return ids
@@ -264,9 +255,4 @@ def _escape_like(term: str) -> str:
 
 
 def _storage_error(path: Path, err: sqlite3.Error) -> LedgerError:
-    return LedgerError(
-        f"The image ledger at {path} can't be used ({err}). Check free disk space and "
-        "permissions; your images are still saved as PNG files.",
-        f"画像台帳 {path} を使えません（{err}）。空き容量と権限を確認してください。"
-        "画像は PNG ファイルとして保存されています。",
-    )
+    return LedgerError.of("ledger_storage_unusable", path=path, error=err)

@@ -1,14 +1,17 @@
 """The local Stable Diffusion engine (SD1.x and SDXL) on top of diffusers.
 
-``DiffusersEngine(settings).generate(request, on_step, cancel)`` reads as steps:
+``DiffusersEngine(settings).generate(request, on_step, cancel)`` reads as steps, one
+method each:
 
 1. plan — validate everything that needs no weights: LoRA tags and files, init/mask
-   images, the model spec, fast-mode settings; give the request a concrete seed;
+   images, the model spec, fast-mode settings; give the request a concrete seed
+   (:func:`~tools.engines.diffusers.plan.plan_request`);
 2. load — get the one resident pipeline from
    :class:`~tools.engines.diffusers.pipeline_cache.PipelineCache`
    (img2img/inpaint share its modules via ``from_pipe``);
-3. prepare — sampler from the pipeline's original scheduler config, LoRAs, decoder
-   (TAESD in fast/tiny mode), one CPU ``torch.Generator`` per image (seed, seed+1, …);
+3. prepare — check the model fits the mode; sampler from the pipeline's original
+   scheduler config, LoRAs, decoder (TAESD in fast/tiny mode), one CPU
+   ``torch.Generator`` per image (seed, seed+1, …);
 4. denoise — ``callback_on_step_end`` reports progress/previews and honours ``cancel``;
 5. finish — paste the original back outside an inpaint mask; one
    :class:`~tools.core.engine.GeneratedImage` per image with the request that reproduces it.
@@ -19,11 +22,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from tools.core.engine import GeneratedImage, StepCallback
 from tools.core.errors import EgakiError, EngineError, GenerationCancelled, InvalidRequest
@@ -32,13 +36,7 @@ from tools.core.samplers import SAMPLERS, build_scheduler
 from tools.core.settings import Settings
 from tools.engines.diffusers.fast_lora import is_distilled, resolve_fast_lora
 from tools.engines.diffusers.hub import DownloadCallback
-from tools.engines.diffusers.lora import (
-    ResolvedLora,
-    add_trigger_words,
-    extract_lora_tags,
-    merge_loras,
-    resolve_loras,
-)
+from tools.engines.diffusers.lora import ResolvedLora
 from tools.engines.diffusers.models import (
     ModelFile,
     ModelSource,
@@ -49,33 +47,39 @@ from tools.engines.diffusers.models import (
 )
 from tools.engines.diffusers.models import resolve_model as _resolve_model
 from tools.engines.diffusers.pipeline_cache import LoadedModel, PipelineCache, optimise_reporter
+from tools.engines.diffusers.plan import Plan, plan_request
 from tools.engines.diffusers.previews import make_preview, tiny_decode, tiny_vae_ref
 from tools.engines.diffusers.vae_precision import tile_large_decodes
 from tools.engines.memory import PeakMeter
 
 log = logging.getLogger(__name__)
 
-FAST_SAMPLER = "LCM"
-FAST_MAX_STEPS = 8  # a fast request asking for more gets settings.fast_steps
-FAST_CFG = 1.0  # used when the request's CFG is above FAST_MAX_CFG (1.0 also skips CFG)
-FAST_MAX_CFG = 1.5
+StepEnd = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
 
 
-def _cancelled() -> GenerationCancelled:
-    return GenerationCancelled("Image generation was stopped.", "画像生成を停止しました。")
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise GenerationCancelled.of("engine_diffusers_stopped")
 
 
 @dataclass
-class _Plan:
-    """A validated job: everything decided before any weights are touched."""
+class _Prepared:
+    """Step 3's outcome: the pipeline set up for one job and what the later steps need."""
 
-    request: ImageRequest  # what to report: concrete seed, tags moved into ``loras``
-    prompt: str  # what the text encoder sees (trigger words added)
-    loras: list[ResolvedLora]
-    source: ModelSource
-    init: Image.Image | None
-    mask: Image.Image | None
-    tiny_decoder: bool
+    pipe: Any
+    seeds: list[int]  # one per image: seed, seed+1, … (wrapped to valid A1111 seeds)
+    extra: dict[str, str]  # A1111 ``extra_generation_params`` for the infotext
+    tiny: Any | None  # TAESD decoding the result (fast/tiny mode), else the full VAE does
+    preview_vae: Any | None  # TAESD for step previews, when available
+
+
+@dataclass
+class _Denoised:
+    """Step 4's outcome: the decoded images and what the run cost."""
+
+    images: list[Image.Image]
+    elapsed: float
+    peak: str
 
 
 class DiffusersEngine:
@@ -126,87 +130,33 @@ class DiffusersEngine:
         on_step: StepCallback | None = None,
         cancel: threading.Event | None = None,
     ) -> list[GeneratedImage]:
-        plan = self._plan(request)
-        if cancel is not None and cancel.is_set():
-            raise _cancelled()
+        # 1. plan
+        plan = plan_request(request, self.settings, self.resolve_model)
+        _check_cancel(cancel)
         with self._run_lock:
+            # 2. load
             loaded = self.cache.get(plan.source, self.on_download)
-            if cancel is not None and cancel.is_set():
-                raise _cancelled()
-            return self._run(loaded, plan, on_step, cancel)
+            _check_cancel(cancel)
+            # 3. prepare
+            _check_mode(loaded, plan.request)
+            prepared = self._prepare(loaded, plan, on_step)
+            # 4. denoise
+            step_end = self._step_end(loaded, prepared, plan.request, on_step, cancel)
+            kwargs = _pipe_kwargs(plan, prepared, step_end)
+            denoised = self._denoise(loaded, prepared, plan.request, kwargs)
+            # 5. finish
+            return self._finish(loaded, plan, prepared, denoised)
 
-    def _plan(self, request: ImageRequest) -> _Plan:
-        req = request.with_seed()
-        prompt, tag_refs = extract_lora_tags(req.prompt)
-        refs = merge_loras(req.loras, tag_refs)
-        loras = resolve_loras(refs, self.settings.lora_dir)
-        # Report the prompt the text encoder saw (trigger words in, tags out): pasted into
-        # A1111 it gives the same result, and re-running it here adds no words twice.
-        used = add_trigger_words(prompt, loras)
-        update: dict[str, Any] = {"prompt": used or req.prompt, "loras": refs}
-        fast = req.fast or self.settings.fast_mode
-        if fast:
-            update.update(
-                fast=True,
-                sampler=FAST_SAMPLER,
-                steps=req.steps if req.steps <= FAST_MAX_STEPS else self.settings.fast_steps,
-                cfg_scale=req.cfg_scale if req.cfg_scale <= FAST_MAX_CFG else FAST_CFG,
-            )
-        req = req.model_copy(update=update)
-        if req.mode != "txt2img" and int(req.steps * req.strength) < 1:
-            raise InvalidRequest(
-                f"With strength {req.strength} and {req.steps} steps no denoising step would "
-                "run; raise the steps or the strength.",
-                f"強さ {req.strength}・{req.steps} ステップでは処理が 1 ステップも行われません。"
-                "ステップ数か強さを上げてください。",
-            )
-        size = (req.width, req.height)
-        init = _open_image(req.init_image, "RGB", size) if req.init_image else None
-        mask = _open_image(req.mask_image, "L", size) if req.mask_image else None
-        return _Plan(
-            request=req,
-            prompt=used,
-            loras=loras,
-            source=self.resolve_model(req.model),
-            init=init,
-            mask=mask,
-            tiny_decoder=fast or self.settings.decoder == "tiny",
-        )
-
-    def _run(
-        self,
-        loaded: LoadedModel,
-        plan: _Plan,
-        on_step: StepCallback | None,
-        cancel: threading.Event | None,
-    ) -> list[GeneratedImage]:
-        import torch
-
-        req, mode = plan.request, plan.request.mode
-        if loaded.is_inpaint_model and mode != "inpaint":
-            raise InvalidRequest(
-                f"{loaded.source.name} is an inpainting model: it needs an image and a mask. "
-                "Choose a regular model for new pictures.",
-                f"{loaded.source.name} はインペイント専用モデルです（画像とマスクが必要）。"
-                "新しい画像には通常のモデルを選んでください。",
-            )
+    def _prepare(
+        self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None
+    ) -> _Prepared:
+        """Step 3: sampler, LoRAs (with the fast LoRA), decoders and VAE tiling."""
+        req = plan.request
         seeds = [(req.seed or 0) + i for i in range(req.batch_size)]
         seeds = [s % (MAX_SEED + 1) for s in seeds]  # stay valid A1111 seeds
-
-        # 3. prepare
-        pipe = loaded.pipeline_for(mode)
+        pipe = loaded.pipeline_for(req.mode)
         pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
-        loras, fast_lora = list(plan.loras), None
-        if req.fast and not is_distilled(loaded.pipe.unet, loaded.source.name):
-            fast_lora = resolve_fast_lora(self.settings, loaded.family, self.on_download)
-            loras += [fast_lora] if fast_lora is not None else []
-        loaded.loras.apply(pipe, loras)
-        if loaded.compiled is not None:
-            # LoRA adapters change the UNet's modules: the compiled graph would not match.
-            loaded.compiled.paused = bool(loras)
-        if loaded.openvino is not None:
-            loaded.openvino.select(loaded.pipe, loras, fast_lora,
-                                   optimise_reporter(self.on_download, loaded.source.name))
+        loras = self._apply_loras(loaded, pipe, plan)
         extra = self._infotext_extras(loras)
         tiny = None
         if plan.tiny_decoder:
@@ -218,6 +168,35 @@ class DiffusersEngine:
         preview_vae = tiny
         if preview_vae is None and on_step is not None and self.preview_every:
             preview_vae = loaded.tiny_vae(self.settings)[0]
+        tile_large_decodes(pipe.vae, req.width, req.height, self.settings.vae_tile_above_px,
+                           self.settings.vae_tiling)
+        return _Prepared(pipe, seeds, extra, tiny, preview_vae)
+
+    def _apply_loras(self, loaded: LoadedModel, pipe: Any, plan: Plan) -> list[ResolvedLora]:
+        """Load the plan's LoRAs (plus the fast LoRA for a non-distilled model in fast
+        mode) into ``pipe``; returns every LoRA applied."""
+        loras, fast_lora = list(plan.loras), None
+        if plan.request.fast and not is_distilled(loaded.pipe.unet, loaded.source.name):
+            fast_lora = resolve_fast_lora(self.settings, loaded.family, self.on_download)
+            loras += [fast_lora] if fast_lora is not None else []
+        loaded.loras.apply(pipe, loras)
+        if loaded.compiled is not None:
+            # LoRA adapters change the UNet's modules: the compiled graph would not match.
+            loaded.compiled.paused = bool(loras)
+        if loaded.openvino is not None:
+            loaded.openvino.select(loaded.pipe, loras, fast_lora,
+                                   optimise_reporter(self.on_download, loaded.source.name))
+        return loras
+
+    def _step_end(
+        self,
+        loaded: LoadedModel,
+        prepared: _Prepared,
+        req: ImageRequest,
+        on_step: StepCallback | None,
+        cancel: threading.Event | None,
+    ) -> StepEnd:
+        """The ``callback_on_step_end``: progress, a preview every k steps, cancel."""
 
         def on_step_end(p: Any, i: int, _t: Any, kw: dict[str, Any]) -> dict[str, Any]:
             done, total = i + 1, int(getattr(p, "_num_timesteps", 0) or req.steps)
@@ -225,37 +204,22 @@ class DiffusersEngine:
                 every = self.preview_every
                 preview = None
                 if every and done % every == 0 and done < total:
-                    preview = make_preview(kw["latents"], loaded.family, preview_vae)
+                    preview = make_preview(kw["latents"], loaded.family, prepared.preview_vae)
                 on_step(done, total, preview)
             if cancel is not None and cancel.is_set():
                 p._interrupt = True  # belt and braces: raising below skips the VAE decode
-                raise _cancelled()
+                raise GenerationCancelled.of("engine_diffusers_stopped")
             return {}
 
-        kwargs: dict[str, Any] = {
-            "prompt": plan.prompt,
-            "negative_prompt": req.negative_prompt or None,
-            "num_inference_steps": req.steps,
-            "guidance_scale": req.cfg_scale,
-            "num_images_per_prompt": req.batch_size,
-            "generator": [torch.Generator("cpu").manual_seed(s) for s in seeds],
-            "callback_on_step_end": on_step_end,
-            "output_type": "pil",
-        }
-        if mode != "img2img":  # img2img takes its size from the (resized) init image
-            kwargs.update(width=req.width, height=req.height)
-        if mode != "txt2img":
-            kwargs.update(image=plan.init, strength=req.strength)
-        if mode == "inpaint":
-            kwargs["mask_image"] = plan.mask
+        return on_step_end
 
-        if tiny is not None:
-            kwargs["output_type"] = "latent"  # decoded below by TAESD
+    def _denoise(
+        self, loaded: LoadedModel, prepared: _Prepared, req: ImageRequest, kwargs: dict[str, Any]
+    ) -> _Denoised:
+        """Step 4: run the pipeline (and TAESD), measuring time and peak memory."""
+        import torch
 
-        tile_large_decodes(pipe.vae, req.width, req.height, self.settings.vae_tile_above_px,
-                           self.settings.vae_tiling)
-
-        # 4. denoise
+        pipe, tiny = prepared.pipe, prepared.tiny
         started = time.monotonic()
         meter = PeakMeter(loaded.device)
         try:
@@ -267,43 +231,40 @@ class DiffusersEngine:
         except EgakiError:
             raise
         except torch.OutOfMemoryError as err:
-            raise EngineError(
-                "The GPU ran out of memory. Try a smaller size or batch, or turn on "
-                "cpu_offload / attention_slicing / vae_tiling.",
-                "GPU メモリが不足しました。サイズやバッチ数を減らすか、cpu_offload / "
-                "attention_slicing / vae_tiling を有効にしてください。",
-            ) from err
+            raise EngineError.of("engine_diffusers_out_of_memory") from err
         except Exception as err:
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise EngineError(
-                f"Image generation failed ({type(err).__name__}: {first}).",
-                f"画像生成に失敗しました（{type(err).__name__}）。",
+            raise EngineError.of(
+                "engine_diffusers_failed", error=type(err).__name__, detail=first
             ) from err
         elapsed = time.monotonic() - started
         peak = str(meter.result or "")
         log.info("%d image(s) %dx%d, %d steps in %.1f s, %s", req.batch_size, req.width,
                  req.height, req.steps, elapsed, peak or "peak memory unknown")
+        return _Denoised(images, elapsed, peak)
 
-        # 5. finish
-        if mode == "inpaint" and plan.init is not None and plan.mask is not None:
+    def _finish(
+        self, loaded: LoadedModel, plan: Plan, prepared: _Prepared, denoised: _Denoised
+    ) -> list[GeneratedImage]:
+        """Step 5: inpaint compositing, the model hash, one result per image."""
+        req, images = plan.request, denoised.images
+        if req.mode == "inpaint" and plan.init is not None and plan.mask is not None:
             images = [Image.composite(im, plan.init, plan.mask) for im in images]
         if loaded.hash is None:
             loaded.hash = model_hash(loaded.source, self.settings.cache_dir)
-        out = []
-        for image, seed in zip(images, seeds, strict=True):
-            out.append(
-                GeneratedImage(
-                    image=image,
-                    request=req.model_copy(update={"seed": seed, "batch_size": 1}),
-                    seed=seed,
-                    model_name=loaded.source.name,
-                    model_hash=loaded.hash,
-                    duration_s=elapsed,
-                    extra=dict(extra),
-                    peak_memory=peak,
-                )
+        return [
+            GeneratedImage(
+                image=image,
+                request=req.model_copy(update={"seed": seed, "batch_size": 1}),
+                seed=seed,
+                model_name=loaded.source.name,
+                model_hash=loaded.hash,
+                duration_s=denoised.elapsed,
+                extra=dict(prepared.extra),
+                peak_memory=denoised.peak,
             )
-        return out
+            for image, seed in zip(images, prepared.seeds, strict=True)
+        ]
 
     def _infotext_extras(self, loras: list[ResolvedLora]) -> dict[str, str]:
         """A1111 ``extra_generation_params`` for the PNG infotext (e.g. "Lora hashes")."""
@@ -327,23 +288,37 @@ class DiffusersEngine:
         try:
             return build_scheduler(sampler, config)
         except Exception as err:
-            raise EngineError(
-                f"The sampler {sampler} can't be used with this model ({err}).",
-                f"サンプラー {sampler} はこのモデルでは使えません（{err}）。",
+            raise EngineError.of(
+                "engine_diffusers_sampler_unusable", sampler=sampler, error=str(err)
             ) from err
 
 
-def _open_image(path: Path, mode: str, size: tuple[int, int]) -> Image.Image:
-    """Open, convert and resize an init image or mask (A1111 resizes to the target size)."""
-    try:
-        with Image.open(path) as raw:
-            im = raw.convert(mode)
-    except (OSError, UnidentifiedImageError) as err:
-        raise InvalidRequest(
-            f"The image {path.name} can't be opened ({type(err).__name__}).",
-            f"画像 {path.name} を開けません（{type(err).__name__}）。",
-        ) from err
-    if im.size != size:
-        smooth = Image.Resampling.LANCZOS if mode == "RGB" else Image.Resampling.BILINEAR
-        im = im.resize(size, smooth)
-    return im
+def _check_mode(loaded: LoadedModel, req: ImageRequest) -> None:
+    """An inpainting checkpoint can only inpaint: say so before any work."""
+    if loaded.is_inpaint_model and req.mode != "inpaint":
+        raise InvalidRequest.of("engine_diffusers_inpaint_only", model=loaded.source.name)
+
+
+def _pipe_kwargs(plan: Plan, prepared: _Prepared, step_end: StepEnd) -> dict[str, Any]:
+    """The pipeline's ``__call__`` arguments for ``plan``'s mode."""
+    import torch
+
+    req, mode = plan.request, plan.request.mode
+    kwargs: dict[str, Any] = {
+        "prompt": plan.prompt,
+        "negative_prompt": req.negative_prompt or None,
+        "num_inference_steps": req.steps,
+        "guidance_scale": req.cfg_scale,
+        "num_images_per_prompt": req.batch_size,
+        "generator": [torch.Generator("cpu").manual_seed(s) for s in prepared.seeds],
+        "callback_on_step_end": step_end,
+        # With TAESD the pipeline stops at the latents; _denoise decodes them.
+        "output_type": "latent" if prepared.tiny is not None else "pil",
+    }
+    if mode != "img2img":  # img2img takes its size from the (resized) init image
+        kwargs.update(width=req.width, height=req.height)
+    if mode != "txt2img":
+        kwargs.update(image=plan.init, strength=req.strength)
+    if mode == "inpaint":
+        kwargs["mask_image"] = plan.mask
+    return kwargs

@@ -34,12 +34,7 @@ _SCHEDULE_SUFFIXES = ("Karras", "Exponential")
 
 
 def _unreachable(url: str, err: Exception) -> EngineError:
-    return EngineError(
-        f"Can't reach AUTOMATIC1111 at {url} ({type(err).__name__}). Start the web UI with "
-        "--api (add --listen if it runs on another machine) or fix EGAKI_A1111_URL.",
-        f"{url} の AUTOMATIC1111 に接続できません（{type(err).__name__}）。web UI を --api 付きで"
-        "起動するか（別のマシンなら --listen も）、EGAKI_A1111_URL を確認してください。",
-    )
+    return EngineError.of("engine_a1111_unreachable", url=url, error=type(err).__name__)
 
 
 def _num(value: float) -> str:
@@ -133,7 +128,7 @@ class A1111Engine:
     ) -> list[GeneratedImage]:
         """Run one job on the web UI; blocks until images arrive or it is cancelled."""
         if cancel is not None and cancel.is_set():
-            raise GenerationCancelled("Generation stopped.", "生成を中止しました。")
+            raise GenerationCancelled.of("engine_a1111_stopped")
         request = request.with_seed()
         endpoint = "img2img" if request.init_image is not None else "txt2img"
         payload = self.build_payload(request)
@@ -161,15 +156,10 @@ class A1111Engine:
             if isinstance(err, httpx.TimeoutException) and not isinstance(
                 err, httpx.ConnectTimeout
             ):
-                raise EngineError(
-                    f"AUTOMATIC1111 took longer than {self.timeout:.0f} s; try fewer steps "
-                    "or a smaller size.",
-                    f"AUTOMATIC1111 が {self.timeout:.0f} 秒以内に終わりませんでした。"
-                    "ステップ数やサイズを減らしてください。",
-                )
+                raise EngineError.of("engine_a1111_timeout", seconds=self.timeout)
             raise _unreachable(self.base_url, err)
         if interrupted:
-            raise GenerationCancelled("Generation stopped.", "生成を中止しました。")
+            raise GenerationCancelled.of("engine_a1111_stopped")
         return self._parse(box["resp"], request, endpoint, time.perf_counter() - t0)
 
     def _watch(
@@ -220,41 +210,9 @@ class A1111Engine:
     def _parse(
         self, resp: httpx.Response, request: ImageRequest, endpoint: str, took: float
     ) -> list[GeneratedImage]:
-        if resp.status_code == 404:
-            raise EngineError(
-                f"{self.base_url} answered 404 for /sdapi/v1/{endpoint}: the web UI is running "
-                "without its API. Restart it with --api.",
-                f"{self.base_url} の API が無効です（404）。"
-                "web UI を --api 付きで再起動してください。",
-            )
-        if resp.status_code in (401, 403):
-            raise EngineError(
-                "AUTOMATIC1111 refused the request (authentication). Check --api-auth and "
-                "the credentials Egaki uses.",
-                "AUTOMATIC1111 が認証エラーで拒否しました。"
-                "--api-auth と認証情報を確認してください。",
-            )
-        if resp.status_code >= 400:
-            detail = error_text(resp)
-            raise EngineError(
-                f"AUTOMATIC1111 failed ({resp.status_code}): {detail}",
-                f"AUTOMATIC1111 でエラーが発生しました（{resp.status_code}）: {detail}",
-            )
-        try:
-            body = resp.json()
-            images = body["images"]
-            info_raw = body.get("info") or "{}"
-            info = json.loads(info_raw) if isinstance(info_raw, str) else dict(info_raw)
-        except (ValueError, KeyError, TypeError) as err:
-            raise EngineError(
-                "AUTOMATIC1111 sent a reply Egaki can't read; is this really its API?",
-                "AUTOMATIC1111 の応答を読み取れません。本当に API の URL ですか？",
-            ) from err
-        if not isinstance(images, list) or not images:
-            raise EngineError(
-                "AUTOMATIC1111 finished without images; check its console for errors.",
-                "AUTOMATIC1111 が画像を返しませんでした。コンソールのエラーを確認してください。",
-            )
+        """The reply's images (grid skipped), each with its seed and A1111's extras."""
+        self._check_status(resp, endpoint)
+        images, info = _read_reply(resp)
         first = info.get("index_of_first_image", 0)
         first = first if isinstance(first, int) and 0 <= first < len(images) else 0
         wanted = images[first : first + request.batch_size]
@@ -280,3 +238,28 @@ class A1111Engine:
             )
             for i, b64 in enumerate(wanted)
         ]
+
+    def _check_status(self, resp: httpx.Response, endpoint: str) -> None:
+        """Turn an HTTP error into what to do: start with --api, fix auth, read the log."""
+        if resp.status_code == 404:
+            raise EngineError.of("engine_a1111_no_api", url=self.base_url, endpoint=endpoint)
+        if resp.status_code in (401, 403):
+            raise EngineError.of("engine_a1111_auth")
+        if resp.status_code >= 400:
+            raise EngineError.of(
+                "engine_a1111_failed", status=resp.status_code, detail=error_text(resp)
+            )
+
+
+def _read_reply(resp: httpx.Response) -> tuple[list[Any], dict[str, Any]]:
+    """The reply's base64 ``images`` (at least one) and its decoded ``info``."""
+    try:
+        body = resp.json()
+        images = body["images"]
+        info_raw = body.get("info") or "{}"
+        info = json.loads(info_raw) if isinstance(info_raw, str) else dict(info_raw)
+    except (ValueError, KeyError, TypeError) as err:
+        raise EngineError.of("engine_a1111_unreadable") from err
+    if not isinstance(images, list) or not images:
+        raise EngineError.of("engine_a1111_no_images")
+    return images, info

@@ -1,4 +1,4 @@
-"""PNG metadata: write and read the AUTOMATIC1111 ``parameters`` infotext, recognise others.
+"""The AUTOMATIC1111 ``parameters`` infotext: write it, parse it, turn it into a request.
 
 The text we write is the one A1111 (v1.9+) writes in ``modules/processing.py``
 ``create_infotext``::
@@ -11,36 +11,25 @@ Values containing ``,``, ``:`` or a newline are written as JSON strings, exactly
 A1111's ``infotext_utils.quote``. Parsing follows ``parse_generation_parameters``: the
 last line is the settings line only if it holds at least three ``key: value`` pairs.
 
-Metadata is *data*, never instructions: readers return strings and dicts, never evaluate
-anything, and every text is size-capped before it is parsed.
+Metadata is *data*, never instructions: the parser returns strings and dicts, never
+evaluates anything, and every text is size-capped before it is parsed. Saving and
+reading PNGs is :mod:`tools.infotext.png`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
-from pathlib import Path
-from typing import Any, Literal
-
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
+from typing import Any
 
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
 from tools.core.request import ImageRequest, parse_request
 from tools.core.samplers import canonical_sampler
 
-log = logging.getLogger(__name__)
-
 MAX_INFOTEXT_CHARS = 64_000  # two 8000-char prompts plus a generous settings line
-MAX_JSON_CHARS = 4_000_000  # ComfyUI workflows are big, but not this big
-MAX_PNG_BYTES = 200 * 1024 * 1024
 
 # Copied semantics from A1111 infotext_utils.py (re_param_code / re_imagesize).
 _RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
@@ -48,8 +37,6 @@ _RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
 # A1111 <1.9 folded the schedule into the sampler name; newer versions split it out.
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential")
-
-Source = Literal["a1111", "comfyui", "fooocus"]
 
 
 def _version() -> str:
@@ -141,30 +128,6 @@ def format_infotext(gen: GeneratedImage, *, legacy_sampler: bool = False) -> str
     return f"{prompt}{negative}\n{settings}".strip()
 
 
-def save_png(gen: GeneratedImage, path: str | os.PathLike[str], **format_kw: Any) -> Path:
-    """Write ``gen.image`` to ``path`` with its infotext, atomically.
-
-    The PNG goes to a temp file in the same folder and is then ``os.replace``-d into
-    place, so a crash never leaves a half-written image where the gallery looks.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    info = PngInfo()
-    info.add_text("parameters", format_infotext(gen, **format_kw))
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            gen.image.save(fh, format="PNG", pnginfo=info)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    return target
-
-
 @dataclass(frozen=True)
 class ParsedInfotext:
     """An A1111 infotext split into prompt, negative and the raw ``key → value`` dict."""
@@ -193,10 +156,6 @@ class ParsedInfotext:
         return out
 
 
-def _invalid(en: str, ja: str) -> InvalidRequest:
-    return InvalidRequest(en, ja)
-
-
 def parse_infotext(text: str) -> ParsedInfotext:
     """Parse an A1111 ``parameters`` text (same rules as A1111's own parser).
 
@@ -204,21 +163,11 @@ def parse_infotext(text: str) -> ParsedInfotext:
     settings line is returned as a prompt with empty ``params``, as A1111 pastes it.
     """
     if not isinstance(text, str) or not text.strip():
-        raise _invalid(
-            "That image has no generation parameters to read.",
-            "この画像には生成パラメータがありません。",
-        )
+        raise InvalidRequest.of("infotext_empty")
     if len(text) > MAX_INFOTEXT_CHARS:
-        raise _invalid(
-            f"The parameters text is {len(text):,} characters; the limit is "
-            f"{MAX_INFOTEXT_CHARS:,}. It is probably not an A1111 infotext.",
-            f"パラメータが長すぎます（{len(text):,} 文字、上限 {MAX_INFOTEXT_CHARS:,}）。",
-        )
+        raise InvalidRequest.of("infotext_too_long", chars=len(text), limit=MAX_INFOTEXT_CHARS)
     if "\x00" in text:
-        raise _invalid(
-            "The parameters text contains binary data, not an A1111 infotext.",
-            "パラメータにバイナリが含まれており、A1111 の形式ではありません。",
-        )
+        raise InvalidRequest.of("infotext_binary")
 
     *lines, last = text.strip().replace("\r\n", "\n").split("\n")
     if len(_RE_PARAM.findall(last)) < 3:
@@ -248,10 +197,7 @@ def _number(parsed: ParsedInfotext, key: str, kind: type[int] | type[float]) -> 
     try:
         return kind(raw)
     except ValueError:
-        raise _invalid(
-            f"The PNG says {key}: {raw!r}, which is not a number.",
-            f"PNG の {key}: {raw!r} は数値ではありません。",
-        ) from None
+        raise InvalidRequest.of("infotext_not_a_number", key=key, value=raw) from None
 
 
 def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> ImageRequest:
@@ -263,10 +209,7 @@ def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> 
     checkpoint named in someone else's PNG may not exist here.
     """
     if not parsed.prompt.strip():
-        raise _invalid(
-            "The PNG's parameters have no prompt.",
-            "PNG のパラメータにプロンプトがありません。",
-        )
+        raise InvalidRequest.of("infotext_no_prompt")
     data: dict[str, object] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
     for key, name, kind in (
         ("Steps", "steps", int),
@@ -280,10 +223,7 @@ def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> 
     if (size := parsed.size) is not None:
         data["width"], data["height"] = size
     elif "Size" in parsed.params:
-        raise _invalid(
-            f"The PNG says Size: {parsed.params['Size']!r}; expected WIDTHxHEIGHT.",
-            f"PNG の Size: {parsed.params['Size']!r} は 幅x高さ の形式ではありません。",
-        )
+        raise InvalidRequest.of("infotext_bad_size", value=parsed.params["Size"])
     if sampler := parsed.params.get("Sampler", "").strip():
         schedule = parsed.params.get("Schedule type", "").strip() or None
         if schedule and sampler.casefold().endswith(schedule.casefold()):
@@ -292,127 +232,9 @@ def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> 
             data["sampler"] = canonical_sampler(sampler, schedule)
         except ValueError as err:
             shown = f"{sampler} ({schedule})" if schedule else sampler
-            raise _invalid(
-                f"The PNG was made with sampler {shown!r}, which Egaki doesn't have. {err}",
-                f"PNG のサンプラー {shown!r} は Egaki にはありません。{err}",
+            raise InvalidRequest.of(
+                "infotext_unknown_sampler", sampler=shown, reason=str(err)
             ) from err
     if with_model and parsed.params.get("Model"):
         data["model"] = parsed.params["Model"]
     return parse_request(data)
-
-
-# --- reading PNGs -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PngMetadata:
-    """What a PNG says about how it was made, and which tool said it."""
-
-    source: Source
-    text: str  # the raw chunk text (A1111 infotext, or JSON)
-    parsed: ParsedInfotext | None = None  # A1111-style text only
-    data: dict[str, Any] | None = None  # decoded JSON (ComfyUI prompt/workflow, Fooocus)
-
-
-def _load_json(text: str) -> Any:
-    if len(text) > MAX_JSON_CHARS:
-        return None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-
-
-def _text_chunks(source: str | os.PathLike[str] | Image.Image) -> dict[str, str]:
-    if isinstance(source, Image.Image):
-        return _chunks_of(source)
-    path = Path(source)
-    if path.stat().st_size > MAX_PNG_BYTES:
-        raise _invalid(
-            f"{path.name} is larger than {MAX_PNG_BYTES // 2**20} MB; not reading it.",
-            f"{path.name} は {MAX_PNG_BYTES // 2**20} MB を超えるため読み込みません。",
-        )
-    with Image.open(path) as im:
-        return _chunks_of(im)
-
-
-def _chunks_of(im: Image.Image) -> dict[str, str]:
-    chunks = {k: v for k, v in im.info.items() if isinstance(k, str) and isinstance(v, str)}
-    if not chunks and im.format == "PNG":
-        # Text after IDAT is only seen once the image is loaded (PIL bounds its size).
-        with contextlib.suppress(OSError, ValueError, Image.DecompressionBombError):
-            chunks = {k: str(v) for k, v in getattr(im, "text", {}).items()}
-    return chunks
-
-
-def read_png_metadata(source: str | os.PathLike[str] | Image.Image) -> PngMetadata | None:
-    """Recognise A1111, Fooocus (JSON ``parameters``) and ComfyUI (``prompt``/``workflow``).
-
-    Returns ``None`` when the image carries none of them or the file is not an image.
-    """
-    try:
-        chunks = _text_chunks(source)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        log.info("no readable PNG metadata: %s", err)
-        return None
-
-    params = chunks.get("parameters")
-    if params is not None and len(params) <= MAX_JSON_CHARS:
-        stripped = params.lstrip()
-        scheme = chunks.get("fooocus_scheme", "")
-        if stripped.startswith("{") or scheme == "fooocus":
-            data = _load_json(params)
-            if isinstance(data, dict):
-                return PngMetadata("fooocus", params, data=data)
-        try:
-            parsed = parse_infotext(params)
-        except InvalidRequest:
-            parsed = None
-        if parsed is not None:
-            source_name: Source = "fooocus" if scheme else "a1111"
-            return PngMetadata(source_name, params, parsed=parsed)
-
-    comfy: dict[str, Any] = {}
-    for key in ("prompt", "workflow"):
-        if key in chunks:
-            value = _load_json(chunks[key])
-            if isinstance(value, dict):
-                comfy[key] = value
-    if comfy:
-        return PngMetadata("comfyui", chunks.get("prompt") or chunks["workflow"], data=comfy)
-    return None
-
-
-def read_png_parameters(source: str | os.PathLike[str] | Image.Image) -> str | None:
-    """The A1111-style ``parameters`` text of a PNG, or ``None`` (JSON schemes excluded)."""
-    meta = read_png_metadata(source)
-    return meta.text if meta is not None and meta.parsed is not None else None
-
-
-def comfyui_summary(graph: dict[str, Any]) -> dict[str, object]:
-    """Best-effort prompt/seed/steps from a ComfyUI API graph (the PNG ``prompt`` chunk).
-
-    Follows the first KSampler's ``positive``/``negative`` links to their text nodes.
-    Pure dictionary reading: nothing in the graph is executed or fetched.
-    """
-    out: dict[str, object] = {}
-    nodes = {k: v for k, v in graph.items() if isinstance(v, dict)}
-    sampler = next(
-        (n for n in nodes.values() if str(n.get("class_type", "")).startswith("KSampler")), None
-    )
-    if sampler is None:
-        return out
-    inputs = sampler.get("inputs", {})
-    if not isinstance(inputs, dict):
-        return out
-    for key in ("seed", "noise_seed", "steps", "cfg", "sampler_name", "scheduler", "denoise"):
-        value = inputs.get(key)
-        if isinstance(value, (int, float, str)):
-            out[key] = value
-    for role in ("positive", "negative"):
-        link = inputs.get(role)
-        if isinstance(link, list) and link and str(link[0]) in nodes:
-            text = nodes[str(link[0])].get("inputs", {}).get("text")
-            if isinstance(text, str):
-                out[role] = text[:MAX_INFOTEXT_CHARS]
-    return out

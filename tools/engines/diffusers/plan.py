@@ -1,0 +1,106 @@
+"""Step 1 of a diffusers job: plan it before any weights are touched.
+
+:func:`plan_request` gives the request a concrete seed, moves ``<lora:…>`` tags into
+``loras`` and resolves their files, adds trigger words, applies fast mode (LCM, few
+steps, low CFG), checks that img2img/inpaint would run at least one step, opens the
+init image and mask at the target size and resolves the model. Everything it rejects is
+rejected in seconds, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from tools.core.errors import InvalidRequest
+from tools.core.request import ImageRequest
+from tools.core.settings import Settings
+from tools.engines.diffusers.lora import (
+    ResolvedLora,
+    add_trigger_words,
+    extract_lora_tags,
+    merge_loras,
+    resolve_loras,
+)
+from tools.engines.diffusers.models import ModelSource
+
+FAST_SAMPLER = "LCM"
+FAST_MAX_STEPS = 8  # a fast request asking for more gets settings.fast_steps
+FAST_CFG = 1.0  # used when the request's CFG is above FAST_MAX_CFG (1.0 also skips CFG)
+FAST_MAX_CFG = 1.5
+
+
+@dataclass
+class Plan:
+    """A validated job: everything decided before any weights are touched."""
+
+    request: ImageRequest  # what to report: concrete seed, tags moved into ``loras``
+    prompt: str  # what the text encoder sees (trigger words added)
+    loras: list[ResolvedLora]
+    source: ModelSource
+    init: Image.Image | None
+    mask: Image.Image | None
+    tiny_decoder: bool
+
+
+def plan_request(
+    request: ImageRequest,
+    settings: Settings,
+    resolve_model: Callable[[str | None], ModelSource],
+) -> Plan:
+    """Validate ``request`` and decide everything that needs no weights (see above)."""
+    req = request.with_seed()
+    prompt, tag_refs = extract_lora_tags(req.prompt)
+    refs = merge_loras(req.loras, tag_refs)
+    loras = resolve_loras(refs, settings.lora_dir)
+    # Report the prompt the text encoder saw (trigger words in, tags out): pasted into
+    # A1111 it gives the same result, and re-running it here adds no words twice.
+    used = add_trigger_words(prompt, loras)
+    update: dict[str, Any] = {"prompt": used or req.prompt, "loras": refs}
+    fast = req.fast or settings.fast_mode
+    if fast:
+        update.update(_fast_overrides(req, settings))
+    req = req.model_copy(update=update)
+    if req.mode != "txt2img" and int(req.steps * req.strength) < 1:
+        raise InvalidRequest.of(
+            "engine_diffusers_no_denoising_step", strength=req.strength, steps=req.steps
+        )
+    size = (req.width, req.height)
+    return Plan(
+        request=req,
+        prompt=used,
+        loras=loras,
+        source=resolve_model(req.model),
+        init=open_image(req.init_image, "RGB", size) if req.init_image else None,
+        mask=open_image(req.mask_image, "L", size) if req.mask_image else None,
+        tiny_decoder=fast or settings.decoder == "tiny",
+    )
+
+
+def _fast_overrides(req: ImageRequest, settings: Settings) -> dict[str, Any]:
+    """Fast mode: the LCM sampler, few steps and a low CFG, keeping what already fits."""
+    return {
+        "fast": True,
+        "sampler": FAST_SAMPLER,
+        "steps": req.steps if req.steps <= FAST_MAX_STEPS else settings.fast_steps,
+        "cfg_scale": req.cfg_scale if req.cfg_scale <= FAST_MAX_CFG else FAST_CFG,
+    }
+
+
+def open_image(path: Path, mode: str, size: tuple[int, int]) -> Image.Image:
+    """Open, convert and resize an init image or mask (A1111 resizes to the target size)."""
+    try:
+        with Image.open(path) as raw:
+            im = raw.convert(mode)
+    except (OSError, UnidentifiedImageError) as err:
+        raise InvalidRequest.of(
+            "engine_diffusers_image_unreadable", name=path.name, error=type(err).__name__
+        ) from err
+    if im.size != size:
+        smooth = Image.Resampling.LANCZOS if mode == "RGB" else Image.Resampling.BILINEAR
+        im = im.resize(size, smooth)
+    return im
