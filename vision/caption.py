@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from prompts.loader import render
 from tools.core.errors import CapabilityMissing
 from tools.core.settings import Settings
-from tools.llm.ollama_gateway import OllamaGateway
+from tools.llm.backend import LLMGateway, make_chat_model, make_gateway
 from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
 from tools.llm.text import dedupe_terms, lenient_text
 from vision.masks import Box, Mask, context_box, parse_box
@@ -163,7 +163,7 @@ def _english(*fields: str) -> Any:
     return check
 
 
-async def ensure_vision(gateway: OllamaGateway, model: str) -> None:
+async def ensure_vision(gateway: LLMGateway, model: str) -> None:
     """Raise :class:`CapabilityMissing` (en + ja, naming a model to pull) unless ``model`` sees."""
     status = await gateway.status(model)
     if not status.vision:
@@ -185,7 +185,7 @@ class OllamaCaptioner:
         model: BaseChatModel,
         counter: LLMCallCounter | None = None,
         *,
-        gateway: OllamaGateway | None = None,
+        gateway: LLMGateway | None = None,
         model_name: str = "",
         max_side: int = SEND_MAX_SIDE,
     ) -> None:
@@ -200,18 +200,13 @@ class OllamaCaptioner:
         cls,
         settings: Settings,
         counter: LLMCallCounter | None = None,
-        gateway: OllamaGateway | None = None,
+        gateway: LLMGateway | None = None,
     ) -> OllamaCaptioner:
         """The captioner for ``settings.effective_vision_model`` (capability-checked)."""
-        from langchain_ollama import ChatOllama
-
         name = settings.effective_vision_model
-        model = ChatOllama(
-            model=name,
-            base_url=settings.ollama_host,
-            client_kwargs={"timeout": settings.ollama_timeout_s},
-        )
-        return cls(model, counter, gateway=gateway or OllamaGateway(settings), model_name=name)
+        gateway = gateway or make_gateway(settings)
+        model = make_chat_model(settings, name, gateway=gateway)
+        return cls(model, counter, gateway=gateway, model_name=name)
 
     @property
     def counter(self) -> LLMCallCounter:

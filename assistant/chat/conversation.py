@@ -30,10 +30,10 @@ from prompts.loader import render
 from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
 from tools.core.messages import detect_language, msg
 from tools.core.settings import Settings
+from tools.llm.backend import LLMGateway, make_chat_model
 from tools.llm.ollama_gateway import (
     CONNECTION_ERRORS,
     ModelStatus,
-    OllamaGateway,
     PullProgress,
     unavailable,
 )
@@ -67,13 +67,7 @@ def ollama_chat_model(settings: Settings) -> ModelFactory:
     """Factory for the real chat model, talking to Ollama through langchain-ollama."""
 
     def make(model: str) -> BaseChatModel:
-        from langchain_ollama import ChatOllama
-
-        return ChatOllama(
-            model=model,
-            base_url=settings.ollama_host,
-            client_kwargs={"timeout": settings.ollama_timeout_s},
-        )
+        return make_chat_model(settings, model)
 
     return make
 
@@ -84,7 +78,7 @@ class Conversation:
     def __init__(
         self,
         settings: Settings,
-        gateway: OllamaGateway,
+        gateway: LLMGateway,
         model_factory: ModelFactory,
         tools: Sequence[BaseTool] = (),
         browser_lang: str = "en",

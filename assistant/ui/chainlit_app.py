@@ -35,14 +35,14 @@ from tools.engines.factory import build_queue
 from tools.engines.jobs import JobQueue
 from tools.ledger.service import Ledger
 from tools.ledger.types import RecordContext
-from tools.llm.ollama_gateway import OllamaGateway
+from tools.llm.backend import make_chat_model, make_gateway
 
 log = logging.getLogger(__name__)
 
 chainlit_compat.serve_local_assets_only()
 preload_numpy()
 SETTINGS = Settings()
-GATEWAY = OllamaGateway(SETTINGS)
+GATEWAY = make_gateway(SETTINGS)
 _QUEUE: JobQueue | None = None
 _LEDGER: Ledger | None = None
 
@@ -74,8 +74,6 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
     """Builds the chat's best-of-N once its chat model is known."""
 
     def make(chat_model: Any) -> BestOf:
-        from langchain_ollama import ChatOllama
-
         from assistant.quality.check import VisionChecker, load_clip_scorer
         from assistant.quality.constraints import ConstraintDeriver
         from assistant.quality.loop import QualityLoop
@@ -91,8 +89,7 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
             on_status=reporter.on_status,
         )
         name = SETTINGS.effective_vision_model
-        vision = ChatOllama(model=name, base_url=SETTINGS.ollama_host,
-                            client_kwargs={"timeout": SETTINGS.ollama_timeout_s})
+        vision = make_chat_model(SETTINGS, name, gateway=GATEWAY)
         loop = QualityLoop(
             VisionChecker(vision, model_name=name, gateway=GATEWAY),
             hidden.run,

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         if args.command == "settings":
-            print(settings.model_dump_json(indent=2, exclude={"auth_password"}))
+            print(settings.model_dump_json(indent=2, exclude={"auth_password", "openai_api_key"}))
             return 0
         if args.command == "ledger":
             return run_ledger(args, settings)

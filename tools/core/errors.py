@@ -41,6 +41,18 @@ class OllamaUnavailable(EgakiError):
     """The Ollama server cannot be reached."""
 
 
+class ChatServerUnavailable(OllamaUnavailable):
+    """An OpenAI-compatible chat server cannot be reached (caught wherever Ollama's is)."""
+
+
+class ChatServerError(EgakiError):
+    """The chat server refused a request (auth, 5xx) — its own words in the message."""
+
+
+class ContextTooLong(EgakiError):
+    """The conversation does not fit the model's context window."""
+
+
 class ModelMissing(EgakiError):
     """A named model is not installed (Ollama or image model)."""
 

@@ -21,7 +21,13 @@ from typing import Protocol, runtime_checkable
 import httpx
 import ollama
 
-from tools.core.errors import EgakiError, ModelMissing, OllamaUnavailable
+from tools.core.errors import (
+    CapabilityMissing,
+    ChatServerUnavailable,
+    EgakiError,
+    ModelMissing,
+    OllamaUnavailable,
+)
 from tools.core.settings import Settings
 
 # nomic-embed-text was trained with task prefixes and retrieves noticeably worse without.
@@ -148,8 +154,55 @@ class OllamaEmbedder:
         return self._embed([self._query_prefix + text])[0]
 
 
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible server's ``/v1/embeddings`` (plain strings).
+
+    A server without an embedding model (llama-server without ``--embeddings`` answers 501)
+    raises :class:`CapabilityMissing`; the ledger then matches words only, as for Ollama.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "",
+                 timeout_s: float = 60.0) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.timeout_s = timeout_s
+        self.name = f"openai-{model}"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIEmbedder:
+        return cls(settings.openai_base_url, settings.embed_model,
+                   api_key=settings.openai_api_key,
+                   timeout_s=min(settings.ollama_timeout_s, 60.0))
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        body = {"model": self.model, "input": texts, "encoding_format": "float"}
+        try:
+            resp = httpx.post(f"{self.base_url}/embeddings", json=body,
+                              headers=self._headers, timeout=self.timeout_s)
+        except httpx.TransportError as err:
+            raise ChatServerUnavailable.of("server_down", url=self.base_url) from err
+        if resp.status_code != 200:
+            raise CapabilityMissing.of("no_embeddings", url=self.base_url, model=self.model)
+        data = sorted(resp.json().get("data", []), key=lambda d: d.get("index", 0))
+        vectors = [[float(x) for x in d["embedding"]] for d in data]
+        if len(vectors) != len(texts):
+            raise CapabilityMissing.of("no_embeddings", url=self.base_url, model=self.model)
+        return vectors
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([text])[0]
+
+
 def make_embedder(settings: Settings) -> Embedder:
     """The embedder the settings ask for."""
     if settings.embedder == "hash":
         return HashEmbedder()
+    if settings.embedder == "openai":
+        return OpenAIEmbedder.from_settings(settings)
     return OllamaEmbedder.from_settings(settings)
