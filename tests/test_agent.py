@@ -71,3 +71,22 @@ async def test_tool_rounds_are_bounded() -> None:
     turn = await ChatAgent(model, [add], max_tool_rounds=2).respond([HumanMessage("x")], Sink())
     assert len(turn.tool_calls) == 3
     assert len(model.replies) == 7
+
+
+async def test_tool_call_written_as_json_text_runs_and_is_never_shown() -> None:
+    model = ScriptedChatModel().enqueue(
+        '```json\n{"name": "add", "arguments": {"a": 2, "b": 3}}\n```', "The sum is 5."
+    )
+    sink = Sink()
+    turn = await ChatAgent(model, tools=[add]).respond([HumanMessage("2+3?")], sink)
+    assert [c["name"] for c in turn.tool_calls] == ["add"]
+    assert any(isinstance(m, ToolMessage) and m.content == "5" for m in turn.messages)
+    shown = "".join(sink.tokens)
+    assert "arguments" not in shown and shown == "The sum is 5."
+
+
+async def test_ordinary_json_or_unknown_names_in_a_reply_are_shown() -> None:
+    model = ScriptedChatModel().enqueue('{"name": "nope", "arguments": {}}')
+    sink = Sink()
+    turn = await ChatAgent(model, tools=[add]).respond([HumanMessage("json?")], sink)
+    assert not turn.tool_calls and "nope" in "".join(sink.tokens)
