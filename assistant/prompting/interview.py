@@ -136,14 +136,17 @@ class ProposedQuestion(BaseModel):
     """One question the model wants to ask, and the slot it is about."""
 
     slot: str = Field(json_schema_extra={"enum": list(SLOTS)})  # grammar: a known slot
-    text: str
+    text: str = Field(json_schema_extra={"maxLength": 120})  # schema-only: a bounded answer
 
 
 class InterviewReply(BaseModel):
     """The interview step's structured output."""
 
     slots: SlotValues = Field(default_factory=SlotValues)
-    questions: list[ProposedQuestion] = Field(default_factory=list)
+    # bound to what the app asks at most: a larger cap invites a small model to fill it
+    questions: list[ProposedQuestion] = Field(
+        default_factory=list, json_schema_extra={"maxItems": MAX_QUESTIONS}
+    )
     ready: bool = False
 
 

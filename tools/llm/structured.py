@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from tools.core.errors import ModelOutputError
 from tools.core.messages import detect_language
+from tools.llm.schema_bounds import cap_schema
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ class StructuredLLM:
         ``check(parsed)`` may return a correction (e.g. "write it in English") to reject
         an otherwise valid answer; it then counts as unusable.
         """
-        bound = self.model.bind(format=inline_schema(schema))
+        # every string and array bounded: a small model cannot ramble until the token limit
+        bound = self.model.bind(format=cap_schema(inline_schema(schema), 300, 8))
         convo = list(messages)
         problem = ""
         for attempt in range(self.max_attempts):
