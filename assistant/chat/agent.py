@@ -98,7 +98,8 @@ class ChatAgent:
             await on_token(text)
         if full is None:
             return AIMessage(content="")
-        content, calls = full.content, full.tool_calls
+        content = full.content
+        calls: list[Any] = list(full.tool_calls)
         if not calls and isinstance(content, str):
             calls = parse_text_tool_calls(content, self.tools)
             if calls:

@@ -42,7 +42,7 @@ def parse_text_tool_calls(text: str, tools: Collection[str]) -> list[dict[str, A
         if isinstance(item.get("function"), dict):  # OpenAI's {"type": "function", ...}
             item = item["function"]
         name = item.get("name")
-        args = next((item[k] for k in _ARG_KEYS if k in item), {})
+        args: Any = next((item[k] for k in _ARG_KEYS if k in item), {})
         if isinstance(args, str):
             try:
                 args = json.loads(args)
