@@ -152,11 +152,12 @@ async def test_japanese_in_the_prompt_is_retried_once_then_accepted() -> None:
     assert "English" in str(model.history[1][-1].content)
 
 
-async def test_japanese_twice_raises_model_output_error() -> None:
+async def test_japanese_twice_falls_back_to_the_interview_not_an_error() -> None:
     b, _ = builder(draft(subject="猫"), draft(lighting="夕焼け"))
-    with pytest.raises(ModelOutputError) as info:
-        await b.build(finished())
-    assert "Japanese" in str(info.value) and "プロンプト作成" in info.value.ja
+    state = finished()
+    spec = await b.build(state)  # GO always reaches a picture
+    assert "猫" not in spec.positive and "夕焼け" not in spec.positive
+    assert (state.slots.get("subject") or state.user_words[0]) in spec.positive
     assert b.calls == 2
 
 
@@ -304,3 +305,34 @@ async def test_wire_spec_request_carries_the_schema_as_format() -> None:
     assert "SDXL" in chats[0]["messages"][0]["content"]
     assert chats[2]["messages"][-1]["role"] == "user"  # the corrective retry
     assert out[0].axis == "weather" and len({v.positive for v in out}) == 2
+
+
+def test_seed_kept_only_when_the_person_wrote_it() -> None:
+    from assistant.prompting.builder import seed_from_words
+
+    assert seed_from_words(42, ["a cat"]) is None  # the model's habit, not the person's wish
+    assert seed_from_words(1234567, ["a cat, seed 1234567"]) == 1234567
+    assert seed_from_words(42, ["a cat, seed 421"]) is None
+
+
+def test_nonsense_setting_reasons_are_replaced() -> None:
+    from assistant.prompting.builder import sensible_reason
+
+    assert sensible_reason("beach volleyball", "en") == ""
+    assert sensible_reason("ビーチバレー", "en") == ""
+    assert sensible_reason("A square frame suits the portrait.", "ja") == ""
+    assert sensible_reason("Square suits a single portrait well.", "en")
+    assert sensible_reason("人物一人なので正方形が合います。", "ja")
+
+
+async def test_go_after_a_spec_failure_still_gives_a_spec_from_the_persons_words() -> None:
+    from assistant.prompting.builder import SpecBuilder
+    from assistant.prompting.interview import InterviewState
+    from tests.fake_chat import ScriptedChatModel
+
+    model = ScriptedChatModel().enqueue("not json", "still not json")
+    state = InterviewState.start("ja")
+    state.user_words += ["ビーチバレーの写真を作りたい", "おまかせ"]
+    spec = await SpecBuilder(model).build(state, "sd15")
+    assert "ビーチバレーの写真を作りたい" in spec.positive and "おまかせ" not in spec.positive
+    assert spec.to_image_request().prompt == spec.positive
