@@ -132,6 +132,7 @@ class SpecBuilder:
 
     def __init__(self, model: BaseChatModel, *, counter: LLMCallCounter | None = None) -> None:
         self.llm = StructuredLLM(model, counter)
+        self.fell_back = False  # the last build used the person's words, not the model's spec
 
     @property
     def counter(self) -> LLMCallCounter:
@@ -145,6 +146,7 @@ class SpecBuilder:
         self, state: InterviewState, family: Family = "sd15", presets: Sequence[str] | None = None
     ) -> PromptSpec:
         """One spec from the interview (1 LLM call; 2 if the first answer is unusable)."""
+        self.fell_back = False
         try:
             draft = await self.llm.ask(
                 SpecDraft, self._spec_messages(state, family), purpose="spec",
@@ -153,7 +155,7 @@ class SpecBuilder:
         except ModelOutputError as err:
             # GO always reaches a picture: the person's own words (and English slots) stand in
             log.warning("spec from the interview itself: %s", err)
-            draft = fallback_draft(state)
+            draft, self.fell_back = fallback_draft(state), True
         parts = PromptParts.model_validate(draft.model_dump(include=set(PromptParts.model_fields)))
         settings, reasons = settle_settings(
             draft, family, state.aspect, state.language, state.user_words

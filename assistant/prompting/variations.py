@@ -33,12 +33,16 @@ _AXIS_ALIASES = {
 }
 
 
+ENGLISH = r"^[A-Za-z0-9 ,.'()!?:;/&+-]*$"  # as the spec's prompt fields
+
+
 class VariantDraft(BaseModel):
     """One proposed variant: the axis it changes, the new English text, a short label."""
 
     axis: str = Field(json_schema_extra={"enum": list(AXES)})  # grammar: a known axis
-    value: str
-    label: str = ""
+    # schema-only bounds: a short English phrase (ASCII, as for the spec) and a short label
+    value: str = Field(json_schema_extra={"maxLength": 100, "pattern": ENGLISH})
+    label: str = Field("", json_schema_extra={"maxLength": 30})
 
     @field_validator("value", "label", mode="before")
     @classmethod
@@ -49,7 +53,7 @@ class VariantDraft(BaseModel):
 class VariationsReply(BaseModel):
     """The variations step's structured output."""
 
-    variants: list[VariantDraft] = Field(default_factory=list)
+    variants: list[VariantDraft] = Field(default_factory=list, json_schema_extra={"maxItems": 8})
 
 
 def axis_name(raw: str) -> str:
