@@ -30,3 +30,28 @@ def test_unbounded_schemas_get_caps_and_a_token_budget() -> None:
     assert "maxLength" not in capped["properties"]["c"]
     assert capped["properties"]["d"]["maxLength"] == 100
     assert 64 <= token_budget(capped) < 1024
+
+
+async def test_one_quiet_retry_on_a_runner_500() -> None:
+    import httpx
+
+    from tools.core.settings import Settings
+    from tools.llm.openai_gateway import OpenAICompatGateway
+
+    calls: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(500, json={"error": {"message": "runner crashed"}})
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "hello"}}],
+        })
+
+    settings = Settings(llm_api="openai", openai_base_url="http://127.0.0.1:9/v1")
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    chat = OpenAICompatGateway(settings).chat_model("m", http_async_client=client)
+    reply = await chat.ainvoke("hi")
+    assert reply.content == "hello" and len(calls) == 2

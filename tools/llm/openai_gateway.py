@@ -224,7 +224,7 @@ class OpenAICompatGateway:
             "api_key": self.settings.openai_api_key or "not-needed",  # the client wants one
             "model": model,
             "timeout": self.settings.ollama_timeout_s,
-            "max_retries": 0,  # a local server: fail fast, the chat says what to do
+            "max_retries": 1,  # one quiet retry (a runner 500, a dropped connection), then say so
             "stream_usage": True,
             "use_responses_api": False,
         }
