@@ -90,3 +90,19 @@ async def test_ordinary_json_or_unknown_names_in_a_reply_are_shown() -> None:
     sink = Sink()
     turn = await ChatAgent(model, tools=[add]).respond([HumanMessage("json?")], sink)
     assert not turn.tool_calls and "nope" in "".join(sink.tokens)
+
+
+async def test_a_repetition_loop_is_cut_early() -> None:
+    model = ScriptedChatModel().enqueue("Sure! " + "the beach is nice, " * 40)
+    sink = Sink()
+    turn = await ChatAgent(model).respond([HumanMessage("beach?")], sink)
+    assert turn.text.count("the beach is nice") <= 2
+    assert len("".join(sink.tokens)) < 200  # stopped reading well before the end
+
+
+def test_loop_detector_leaves_ordinary_text_alone() -> None:
+    from tools.llm.degenerate import loop_start
+
+    assert loop_start("Two women play beach volleyball at sunset. Want a night version?") is None
+    assert loop_start("ha ha ha ha") is None
+    assert loop_start("x " + "relief-" * 20) is not None

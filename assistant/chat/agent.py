@@ -26,6 +26,7 @@ from langchain_core.tools import BaseTool
 
 from assistant.chat.text_tool_calls import may_be_tool_call, parse_text_tool_calls
 from tools.core.errors import EgakiError
+from tools.llm.degenerate import loop_start
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,11 @@ class ChatAgent:
                 continue
             text, held, emitted = held + text, "", True
             await on_token(text)
+            cut = loop_start(str(full.content))
+            if cut is not None:  # a loop until the token limit: stop reading, keep one round
+                log.warning("Degenerate repetition in the reply; stopped after %d chars", cut)
+                full = AIMessageChunk(content=str(full.content)[:cut].rstrip(), id=full.id)
+                break
         if full is None:
             return AIMessage(content="")
         content = full.content
