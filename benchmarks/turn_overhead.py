@@ -22,7 +22,7 @@ from typing import Any
 
 from assistant.chat.conversation import Conversation, ollama_chat_model
 from assistant.studio.runner import ImageRunner
-from tests.fake_ollama import FakeOllama, Reply
+from tests.support.fake_ollama import FakeOllama, Reply
 from tools.core.settings import Settings
 from tools.engines.fake import FakeEngine
 from tools.llm.ollama_gateway import OllamaGateway

@@ -24,9 +24,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.chat_page import ChatPage
-from tests.chainlit_client import ROOT, AppProcess
-from tests.fake_ollama import FakeOllama, Reply
-from tests.test_app_e2e import INTERVIEW_JA, SPEC
+from tests.support.app_process import ROOT, AppProcess, app_env
+from tests.support.fake_ollama import FakeOllama, Reply
+from tests.support.replies import INTERVIEW_JA, SPEC
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -42,15 +42,10 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def app(
-    ollama: FakeOllama, chainlit_root: Path, tmp_path_factory: pytest.TempPathFactory
+    ollama_server: FakeOllama, chainlit_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppProcess]:
-    env = {
-        "CHAINLIT_APP_ROOT": str(chainlit_root),
-        "EGAKI_DATA_DIR": str(tmp_path_factory.mktemp("browser-app")),
-        "EGAKI_OLLAMA_HOST": ollama.url,
-        "EGAKI_OFFLINE": "1",
-        "EGAKI_IMAGE_ENGINE": "fake",
-    }
+    env = app_env(tmp_path_factory.mktemp("browser-app"), ollama_server,
+                  CHAINLIT_APP_ROOT=str(chainlit_root))
     with AppProcess(env) as proc:
         yield proc
     assert "Traceback" not in proc.log(), proc.log()
