@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,16 +102,25 @@ async def test_missing_model_offers_pull_with_live_progress(
         return next(a for a in actions if a["name"] == "pull")
 
     async with chat_client(app, answer_ask=pull) as client:
-        await client.wait_text("is ready", timeout=30)
+        await client.wait_text("`qwen3-vl:8b` is ready.", timeout=30)
         updates = [d for e, d in client.events if e == "update_message" and "▰" in d["output"]]
         assert len(updates) >= 2
-        assert ollama.find("qwen3-vl:8b") is not None
+        assert [body["model"] for body in ollama.requests_to("/api/pull")] == ["qwen3-vl:8b"]
+        assert "qwen3-vl:8b" in ollama.models  # installed by that pull
 
 
-def test_app_log_has_no_outbound_or_traceback(app: AppProcess) -> None:
+async def test_app_log_has_no_outbound_or_traceback(
+    app: AppProcess, ollama: FakeOllama
+) -> None:
+    async with chat_client(app) as client:
+        await client.wait_text("GO")  # the welcome asked Ollama about the model
     log = app.log()
     assert "Traceback" not in log, log
-    assert Path(app.log_path).exists()
+    assert f"Egaki is starting on http://127.0.0.1:{app.port}" in log
+    # httpx logs every request the app makes: each went to the (fake) Ollama.
+    requested = re.findall(r"HTTP Request: [A-Z]+ (\S+)", log)
+    assert f"{ollama.url}/api/show" in requested
+    assert [url for url in requested if not url.startswith(ollama.url + "/")] == []
 
 
 async def test_thread_resumes_with_its_images_after_restart(
@@ -130,10 +140,10 @@ async def test_thread_resumes_with_its_images_after_restart(
         async with chat_client(second, thread_id=thread_id, cookies=cookies) as resumed:
             await resumed.wait_for(lambda c: c.count("resume_thread") >= 1, timeout=30)
             thread = next(d for e, d in resumed.events if e == "resume_thread")
-            images = [el for el in thread.get("elements") or [] if el.get("type") == "image"]
-            assert images, thread
-            resp = httpx.get(second.url + images[0]["url"], cookies=cookies)
-            assert resp.status_code == 200 and resp.content[:8] == b"\x89PNG\r\n\x1a\n"
+            [image] = [el for el in thread.get("elements") or [] if el.get("type") == "image"]
+            resp = httpx.get(second.url + image["url"], cookies=cookies)
+            [drawn] = (tmp_path / "data" / "images").glob("*.png")
+            assert resp.status_code == 200 and resp.content == drawn.read_bytes()
             await resumed.wait_text("What next?")  # the studio picks up where it stopped
             assert any(a["name"] == "egaki" for a in resumed.actions)
             ollama.enqueue(Reply("Still here — and I remember the lighthouse."))
@@ -146,8 +156,6 @@ async def test_thread_resumes_with_its_images_after_restart(
 async def test_ledger_search_and_reproduce_from_the_chat(
     app: AppProcess, ollama: FakeOllama
 ) -> None:
-    import re
-
     async with chat_client(app) as client:
         await client.wait_text("GO")
         ollama.enqueue(Reply(data={**SPEC, "subject": "a red lighthouse on a cliff"}))
@@ -161,7 +169,7 @@ async def test_ledger_search_and_reproduce_from_the_chat(
         assert any("/api/embed" in p for p, _ in ollama.requests), (found, ollama.requests)
         before = client.count("element")
         await client.send(f"reproduce #{record}")
-        await client.wait_for(lambda c: c.count("element") > before + 0, timeout=30)
+        await client.wait_for(lambda c: c.count("element") > before, timeout=30)
         await client.wait_for(
             lambda c: sum(f"**Seed** {seed}" in t for t in c.texts()) >= 2, timeout=30
         )

@@ -17,6 +17,7 @@ import pytest
 from tests.support.app_process import AppProcess, app_env, chat_client, guarded_env
 from tests.support.fake_ollama import FakeOllama, Reply
 from tests.support.tiny_pipelines import TinyModels
+from tools.infotext.png import read_png_parameters
 
 pytestmark = pytest.mark.slow
 SPEC = {"subject": "a lighthouse", "setting": "rocky coast", "lighting": "dusk",
@@ -69,6 +70,7 @@ async def test_offline_full_flow_makes_no_outbound_connection(
             assert any("Loading the image model" in t for t in said)  # load progress
             assert any("Drawing" in t for t in said)  # step progress (status is updated)
             assert any("OpenVINO" in t for t in said)  # converted for this CPU, offline
-        assert list((app.data_dir / "images").glob("*.png"))
+        [png] = (app.data_dir / "images").glob("*.png")
+        assert "Steps: 4, Sampler: Euler, " in (read_png_parameters(png) or "")
         assert "Traceback" not in app.log(), app.log()
     assert not log.exists() or log.read_text() == "", log.read_text()

@@ -100,9 +100,11 @@ async def test_non_image_upload_gets_a_clear_message_and_chat_goes_on(
         await client.send_files("", [ref])
         await client.wait_for(lambda c: any("PNG" in t and "JPEG" in t for t in c.texts()))
         assert "Traceback" not in "".join(client.texts())
-        ollama.enqueue(Reply(data={"slots": {}, "questions": [], "ready": False}))
+        ollama.enqueue(Reply(data={"slots": {"subject": "a cat"}, "ready": False,
+                                   "questions": [{"slot": "setting", "text": "Where is it?"}]}))
         await client.send("a cat")
-        await client.wait_for(lambda c: len(c.texts()) >= 3)
+        await client.wait_text("Where is it?")  # the interview goes on as if nothing happened
+        assert "a cat" in ollama.last_chat()["messages"][-1]["content"]
 
 
 async def test_inpaint_by_typed_box_or_uploaded_mask(

@@ -270,7 +270,7 @@ def test_missing_models_raise_model_missing(
 ) -> None:
     with pytest.raises(ModelMissing, match="No image model called 'nope'") as err:
         new_engine(tmp_path, tiny_models, image_model="nope").generate(req())
-    assert err.value.ja
+    assert "画像モデル 'nope' が見つかりません" in err.value.ja
     with pytest.raises(ModelMissing, match="hf download someone/absent"):
         new_engine(tmp_path, tiny_models, image_model="someone/absent").generate(req())
     assert no_network == []

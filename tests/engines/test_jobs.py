@@ -87,7 +87,8 @@ async def test_cancelled_waiting_job_never_runs(queue: JobQueue, engine: FakeEng
     after = await queue.submit(_req("after"))
 
     assert [c.request.prompt for c in engine.calls] == ["running", "after"]
-    assert waiting.state == "cancelled" and after
+    assert waiting.state == "cancelled"
+    assert [g.request.prompt for g in after] == ["after"]
 
 
 async def test_cancelling_a_running_job_stops_the_engine(
@@ -106,7 +107,8 @@ async def test_cancelling_a_running_job_stops_the_engine(
     assert engine.calls[0].outcome == "cancelled"
     assert engine.calls[0].steps_done < 150
     assert job.state == "cancelled"
-    assert await queue.submit(_req("next"))  # the queue keeps going
+    after = await queue.submit(_req("next"))  # the queue keeps going
+    assert [g.request.prompt for g in after] == ["next"]
 
 
 async def test_an_engine_error_reaches_only_its_caller(queue: JobQueue, engine: FakeEngine) -> None:

@@ -342,7 +342,8 @@ def test_comfyui_cancel_interrupts_the_prompt(slow_comfy: tuple[str, FakeComfyUI
             on_step=on_step,
             cancel=cancel,
         )
-    assert fake.interrupts and fake.queue_deletes
+    [queued] = fake.queue_deletes  # the prompt is taken off the queue, once
+    assert fake.interrupts == [{"prompt_id": queued}]  # and that same prompt interrupted
     assert seen == [1]
 
 

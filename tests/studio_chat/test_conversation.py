@@ -83,7 +83,7 @@ async def test_missing_model_is_pulled_with_progress_after_consent(
     await c.start(ui)
     assert ui.asked == ["gemma3:4b"]
     assert len(ui.progress) >= 3 and ui.progress[-1].status == "success"
-    assert any("ready" in s for s in ui.said)
+    assert "`gemma3:4b` is ready." in ui.said
     assert c.ready
 
 

@@ -143,7 +143,7 @@ async def test_upscale_is_img2img_from_last_image_at_twice_the_size(
 
 def test_upscale_size_respects_engine_limits() -> None:
     assert upscale_size(512, 768) == (1024, 1536)
-    assert upscale_size(1536, 1536) is None or upscale_size(1536, 1536)[0] <= 2048  # type: ignore[index]
+    assert upscale_size(1536, 1536) == (1920, 1920)  # 2× and 1.5× pass 2048: 1.25×
     assert upscale_size(2048, 2048) is None
 
 

@@ -90,7 +90,7 @@ async def layer(tmp_path: Path, sql_warnings: SqlWarnings) -> AsyncIterator[Egak
 
 async def new_thread(dl: EgakiDataLayer) -> tuple[PersistedUser, str]:
     user = await dl.create_user(cl.User(identifier="local"))
-    assert user is not None
+    assert user is not None and user.identifier == "local"
     thread_id = str(uuid.uuid4())
     init_http_context(thread_id=thread_id, user=user)  # Chainlit's writes need a context
     return user, thread_id
@@ -222,7 +222,8 @@ async def test_deleting_a_thread_deletes_its_files(tmp_path: Path, layer: EgakiD
     await layer.create_step(msg.to_dict())
     await layer.create_element(cl.Image(content=png_bytes(), name="a.png", thread_id=thread_id,
                                         for_id=msg.id, mime="image/png"))
-    assert list((tmp_path / "chat_files").rglob("a.png"))
+    [stored] = (tmp_path / "chat_files").rglob("a.png")
+    assert stored.read_bytes() == png_bytes()
     await layer.delete_thread(thread_id)
     assert await layer.get_thread(thread_id) is None
     assert list((tmp_path / "chat_files").iterdir()) == []

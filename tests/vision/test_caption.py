@@ -77,7 +77,7 @@ async def test_describe_sends_the_image_base64_downscaled_and_orders_the_prompt(
     body = ollama.last_chat()
     [image] = sent_images(body)
     assert image.size == (SEND_MAX_SIDE, SEND_MAX_SIDE // 2)
-    assert body["messages"][-1]["images"] and body["messages"][-1]["role"] == "user"
+    assert len(body["messages"][-1]["images"]) == 1 and body["messages"][-1]["role"] == "user"
     assert set(body["format"]["properties"]) >= {"subject", "environment", "camera", "summary"}
     assert "Japanese" in body["messages"][0]["content"]  # the summary's language
 
