@@ -145,7 +145,8 @@ async def test_model_without_vision_names_one_to_pull(tmp_path: Path) -> None:
         assert not srv.chat_requests()  # nothing sent to a model that can't see
     assert "`llama3.2:3b` can't see images" in str(err.value)
     assert "ollama pull qwen3-vl:8b" in str(err.value)
-    assert "ollama pull qwen3-vl:8b" in err.value.ja and "視覚モデル" in err.value.ja
+    ja = err.value.localized("ja")
+    assert "ollama pull qwen3-vl:8b" in ja and "視覚モデル" in ja
 
 
 async def test_from_settings_uses_the_vision_model(srv: FakeOllama, tmp_path: Path) -> None:

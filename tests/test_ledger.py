@@ -332,7 +332,7 @@ def test_ollama_embeddings_and_graceful_fallback_when_ollama_is_down(tmp_path: P
         runner.run_sync(req("a red fox in snow"))
         runner.run_sync(req("a bowl of ramen"))
         result = ledger.search("fox snow")
-        assert result.mode == "semantic" and result.note == ""
+        assert result.mode == "semantic" and result.note is None
         assert result.records[0].request.prompt == "a red fox in snow"
         sent = [r.body["input"] for r in srv.requests if r.path == "/api/embed"]
         assert sent[0] == ["search_document: a red fox in snow"]
@@ -341,8 +341,9 @@ def test_ollama_embeddings_and_graceful_fallback_when_ollama_is_down(tmp_path: P
         srv.stop()
         images, _ = runner.run_sync(req("a red fox at dawn"))  # recorded all the same
         offline = ledger.search("fox")
-        assert offline.mode == "text" and "ollama serve" in offline.note
-        assert len(offline) == 2 and "Ollama" in offline.note_ja
+        assert offline.note is not None
+        assert offline.mode == "text" and "ollama serve" in offline.note.localized("en")
+        assert len(offline) == 2 and "Ollama" in offline.note.localized("ja")
 
         srv.start()
         back = ledger.search("fox at dawn")  # the postponed record is indexed first
@@ -352,7 +353,8 @@ def test_ollama_embeddings_and_graceful_fallback_when_ollama_is_down(tmp_path: P
         with pytest.raises(ModelMissing, match="ollama pull no-such-embedder"):
             missing.embed_query("x")
         ledger.embedder = missing
-        assert "ollama pull" in ledger.search("ramen").note
+        note = ledger.search("ramen").note
+        assert note is not None and "ollama pull" in note.localized("en")
 
 
 # --- Chroma as a server ------------------------------------------------------------------------

@@ -36,7 +36,7 @@ async def test_missing_model_raises_model_missing_with_pull_hint(
         await gw(settings, srv).status("gemma3:4b")
     assert err.value.model == "gemma3:4b"
     assert "ollama pull gemma3:4b" in err.value.message
-    assert "ollama pull gemma3:4b" in err.value.ja
+    assert "ollama pull gemma3:4b" in err.value.localized("ja")
 
 
 async def test_pull_reports_growing_progress_then_model_is_installed(
@@ -68,7 +68,7 @@ async def test_server_down_is_actionable_then_recovers(settings: Settings, srv: 
         with pytest.raises(OllamaUnavailable) as err:
             await call
         assert "ollama serve" in err.value.message and srv.url in err.value.message
-        assert "ollama serve" in err.value.ja
+        assert "ollama serve" in err.value.localized("ja")
     srv.start()
     assert "qwen3-vl:8b" in await g.installed()
 

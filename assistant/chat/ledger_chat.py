@@ -89,7 +89,7 @@ class LedgerChat:
 
     async def _find(self, query: str, ui: LedgerUI, lang: str) -> None:
         result = await asyncio.to_thread(self.ledger.search, query, SEARCH_RESULTS)
-        note = result.note_ja if _ja(lang) else result.note
+        note = result.note.localized(lang) if result.note is not None else ""
         if not result.hits:
             empty = "見つかりませんでした。" if _ja(lang) else "Nothing found."
             await ui.say(f"{empty} {note}".strip())

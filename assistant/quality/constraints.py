@@ -38,7 +38,8 @@ from assistant.quality.counts import (
 )
 from prompts.loader import render
 from tools.core.errors import ModelOutputError
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.core.messages import has_japanese, language_name
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 __all__ = [
     "KINDS",
@@ -296,12 +297,11 @@ class ConstraintDeriver:
         return merge_constraints([c for c in drafts if c], spec, self.max_constraints)
 
     def messages(self, spec: PromptSpec) -> list[BaseMessage]:
-        language = "Japanese" if spec.language == "ja" else "English"
         system = render(
             "constraints.md",
             max_constraints=self.max_constraints,
             kinds=", ".join(KINDS),
-            language=language,
+            language=language_name(spec.language),
         )
         words = "\n".join(f"- {w}" for w in spec.user_words) or "- (none)"
         parts = {k: v for k, v in spec.parts.model_dump().items() if v}

@@ -267,7 +267,7 @@ class Studio:
         elif name == "upscale":
             await self._upscale(ui)
         else:
-            raise InvalidRequest(f"Unknown action {name!r}.", f"不明な操作です: {name!r}")
+            raise InvalidRequest.of("unknown_action", name=name)
 
     async def _upscale(self, ui: StudioUI) -> None:
         """img2img from the last image at up to 2× size, same seed, light denoise."""
