@@ -25,7 +25,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prompts.loader import load_yaml, render
-from tools.core.messages import has_japanese, lang_code, language_name, localize
+from tools.core.messages import has_japanese, lang_code, language_name, localize, msg
 from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 Slot = Literal["subject", "mood", "setting", "lighting", "clothing", "framing", "style", "aspect"]
@@ -159,12 +159,11 @@ class InterviewResult(BaseModel):
 
     def message(self) -> str:
         """Chat text: the questions plus the "say GO" hint, or the "writing it now" line."""
-        data = load_yaml("interview.yaml")
         lang = self.state.language
         if self.ready:
-            return localize(data["ready"], lang)
+            return msg("interview_ready", lang)
         lines = [f"- {q}" for q in self.questions]
-        return "\n".join([*lines, "", localize(data["hint"], lang)])
+        return "\n".join([*lines, "", msg("interview_hint", lang)])
 
 
 def default_question(slot: Slot, lang: Lang) -> str:

@@ -38,7 +38,7 @@ from assistant.quality.counts import (
 )
 from prompts.loader import render
 from tools.core.errors import ModelOutputError
-from tools.core.messages import has_japanese, language_name
+from tools.core.messages import has_japanese, language_name, msg
 from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 __all__ = [
@@ -60,7 +60,6 @@ MAX_CONSTRAINTS = 5
 TEXT_FREE_QUESTION = (
     "Is the image free of any visible written text, letters, numbers, logos or watermarks?"
 )
-_TEXT_FREE_LABEL = {"en": "no text", "ja": "文字なし"}
 _KIND_ALIASES: dict[str, ConstraintKind] = {
     "number": "count",
     "quantity": "count",
@@ -190,7 +189,7 @@ def text_free_constraint(lang: str, source: Source = "rule") -> Constraint:
         subject="text",
         expected=True,
         question=TEXT_FREE_QUESTION,
-        label=_TEXT_FREE_LABEL["ja" if lang == "ja" else "en"],
+        label=msg("check_text_free_label", lang),
         source=source,
     )
 

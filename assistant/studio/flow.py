@@ -255,7 +255,7 @@ class Studio:
         elif name == "pick":
             index = int(payload.get("index", -1))
             if not 0 <= index < len(self.variants):
-                await ui.say(msg("nothing_yet", self.lang))
+                await ui.say(msg("variant_gone", self.lang))
                 return
             self.spec = self.variants[index]
             seed = self.last[0][0].seed if self.last else None
