@@ -58,7 +58,7 @@ class ComfyUIEngine:
         timeout: float = 900.0,
     ) -> None:
         if workflow is not None and node_map is None:
-            raise EngineError.of("comfyui_needs_node_map")
+            raise EngineError.of("engine_comfyui_needs_node_map")
         self.base_url = base_url.rstrip("/")
         self.workflow = workflow
         self.node_map = node_map
@@ -67,7 +67,7 @@ class ComfyUIEngine:
 
     def _unreachable(self, err: BaseException) -> EngineError:
         return EngineError.of(
-            "comfyui_unreachable", url=self.base_url, error=type(err).__name__
+            "engine_comfyui_unreachable", url=self.base_url, error=type(err).__name__
         )
 
     # --- the protocol ----------------------------------------------------------------
@@ -155,7 +155,7 @@ class ComfyUIEngine:
         except (ValueError, KeyError, IndexError, TypeError):
             options = []
         if not isinstance(options, list) or not options:
-            raise EngineError.of("comfyui_no_checkpoints")
+            raise EngineError.of("engine_comfyui_no_checkpoints")
         return str(options[0])
 
     def _upload(self, http: httpx.Client, data: bytes) -> str:
@@ -167,7 +167,7 @@ class ComfyUIEngine:
         )
         if resp.status_code >= 400:
             raise EngineError.of(
-                "comfyui_upload_refused", status=resp.status_code, detail=error_text(resp)
+                "engine_comfyui_upload_refused", status=resp.status_code, detail=error_text(resp)
             )
         body = resp.json()
         sub = body.get("subfolder") or ""
@@ -178,11 +178,11 @@ class ComfyUIEngine:
         if resp.status_code >= 400:
             detail = error_text(resp)
             nodes = _node_errors(resp)
-            raise EngineError.of("comfyui_workflow_rejected", detail=detail, nodes=nodes)
+            raise EngineError.of("engine_comfyui_workflow_rejected", detail=detail, nodes=nodes)
         try:
             return str(resp.json()["prompt_id"])
         except (ValueError, KeyError) as err:
-            raise EngineError.of("comfyui_no_prompt_id") from err
+            raise EngineError.of("engine_comfyui_no_prompt_id") from err
 
     def _interrupt(self, http: httpx.Client, prompt_id: str) -> None:
         for path, body in (
@@ -209,7 +209,7 @@ class ComfyUIEngine:
             now = time.monotonic()
             if now > deadline:
                 self._interrupt(http, prompt_id)
-                raise EngineError.of("comfyui_timeout", seconds=self.timeout)
+                raise EngineError.of("engine_comfyui_timeout", seconds=self.timeout)
             try:
                 raw = ws.recv(timeout=0.2)
             except TimeoutError:
@@ -219,7 +219,7 @@ class ComfyUIEngine:
                         return
                 continue
             except ConnectionClosed as err:
-                raise EngineError.of("comfyui_connection_closed") from err
+                raise EngineError.of("engine_comfyui_connection_closed") from err
             if isinstance(raw, bytes):
                 continue  # binary preview frames
             try:
@@ -234,12 +234,12 @@ class ComfyUIEngine:
             elif (kind == "executing" and data.get("node") is None) or kind == "execution_success":
                 return
             elif kind == "execution_interrupted":
-                raise GenerationCancelled.of("comfyui_interrupted")
+                raise GenerationCancelled.of("engine_comfyui_interrupted")
             elif kind == "execution_error":
                 what = f"{data.get('exception_type', 'error')}: {data.get('exception_message', '')}"
                 where = data.get("node_type") or data.get("node_id") or "?"
                 text = " ".join(str(what).split())[:400]
-                raise EngineError.of("comfyui_node_failed", node=where, error=text)
+                raise EngineError.of("engine_comfyui_node_failed", node=where, error=text)
 
     def _history(self, http: httpx.Client, prompt_id: str) -> dict[str, Any] | None:
         resp = http.get(f"/history/{prompt_id}")
@@ -252,7 +252,7 @@ class ComfyUIEngine:
     def _outputs(self, http: httpx.Client, prompt_id: str, output: str | None) -> list[Any]:
         entry = self._history(http, prompt_id)
         if entry is None:
-            raise EngineError.of("comfyui_no_history")
+            raise EngineError.of("engine_comfyui_no_history")
         images = []
         for node_id, node_out in (entry.get("outputs") or {}).items():
             if output is not None and str(node_id) != output:
@@ -263,12 +263,11 @@ class ComfyUIEngine:
                 params = {k: ref.get(k, "") for k in ("filename", "subfolder", "type")}
                 resp = http.get("/view", params=params)
                 if resp.status_code >= 400:
-                    raise EngineError.of(
-                        "comfyui_view_failed", filename=params["filename"], status=resp.status_code
-                    )
+                    raise EngineError.of("engine_comfyui_view_failed",
+                                         filename=params["filename"], status=resp.status_code)
                 images.append(decode_image_bytes(resp.content, what="ComfyUI"))
         if not images:
-            raise EngineError.of("comfyui_no_image")
+            raise EngineError.of("engine_comfyui_no_image")
         return images
 
 

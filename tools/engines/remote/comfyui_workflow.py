@@ -48,7 +48,7 @@ def comfy_sampler(name: str) -> tuple[str, str]:
         return COMFY_SAMPLERS[name]
     except KeyError:
         choices = ", ".join(COMFY_SAMPLERS)
-        raise EngineError.of("comfyui_no_sampler", name=name, choices=choices) from None
+        raise EngineError.of("engine_comfyui_no_sampler", name=name, choices=choices) from None
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def apply_request(
     def inputs(node: str | None, role: str) -> dict[str, Any]:
         entry = wf.get(str(node)) if node is not None else None
         if not isinstance(entry, dict) or not isinstance(entry.get("inputs"), dict):
-            raise EngineError.of("comfyui_node_missing", role=role, node=node)
+            raise EngineError.of("engine_comfyui_node_missing", role=role, node=node)
         return entry["inputs"]
 
     sampler_name, scheduler = comfy_sampler(request.sampler)

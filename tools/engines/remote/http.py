@@ -25,17 +25,16 @@ MAX_ERROR_CHARS = 400
 def decode_image_bytes(data: bytes, *, what: str = "the server") -> Image.Image:
     """Open PNG/JPEG bytes from a server as a loaded RGB(A) image, or raise EngineError."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise EngineError.of("remote_image_too_large_mb", what=what, mb=len(data) // 2**20)
+        raise EngineError.of("engine_remote_image_too_large_mb", what=what, mb=len(data) // 2**20)
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise EngineError.of(
-                    "remote_image_too_many_pixels", what=what, width=im.width, height=im.height
-                )
+                raise EngineError.of("engine_remote_image_too_many_pixels",
+                                     what=what, width=im.width, height=im.height)
             im.load()
             return im.convert("RGBA" if "A" in im.getbands() else "RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise EngineError.of("remote_not_an_image", what=what, error=err) from err
+        raise EngineError.of("engine_remote_not_an_image", what=what, error=err) from err
 
 
 def decode_base64_image(text: str, *, what: str = "the server") -> Image.Image:
@@ -43,11 +42,11 @@ def decode_base64_image(text: str, *, what: str = "the server") -> Image.Image:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise EngineError.of("remote_image_too_large", what=what)
+        raise EngineError.of("engine_remote_image_too_large", what=what)
     try:
         raw = base64.b64decode(text, validate=False)
     except (binascii.Error, ValueError) as err:
-        raise EngineError.of("remote_bad_base64", what=what) from err
+        raise EngineError.of("engine_remote_bad_base64", what=what) from err
     return decode_image_bytes(raw, what=what)
 
 
@@ -63,7 +62,7 @@ def load_input_image(path: Path, size: tuple[int, int], *, mode: str = "RGB") ->
         with Image.open(path) as im:
             return im.convert(mode).resize(size, Image.Resampling.LANCZOS)
     except (OSError, ValueError) as err:
-        raise EngineError.of("remote_input_unreadable", name=path.name, error=err) from err
+        raise EngineError.of("engine_remote_input_unreadable", name=path.name, error=err) from err
 
 
 def error_text(resp: httpx.Response) -> str:
