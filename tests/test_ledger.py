@@ -150,7 +150,7 @@ def test_rejected_candidates_and_quality_reports_are_kept_but_not_searched(
 
 def test_a_recorder_failure_still_shows_the_images(ledger: Ledger, tmp_path: Path) -> None:
     def broken(images: list[GeneratedImage], paths: list[Path], ctx: RecordContext) -> list[str]:
-        raise LedgerError("disk full")
+        raise LedgerError.of("ledger_storage_unusable", path="ledger.db", error="disk full")
 
     shown: list[Path] = []
     runner = ImageRunner(FakeEngine(), output_dir=tmp_path / "out", recorder=broken,

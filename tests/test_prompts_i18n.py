@@ -194,14 +194,7 @@ def test_every_catalogue_key_is_used() -> None:
     assert not unused, f"messages no code uses: {unused}"
 
 
-# Errors are made with .of("key", …); these modules still pass (english, japanese) and are
-# being converted by their owner. Once they are, the (message, ja) form goes away.
-LEGACY_ERROR_TEXTS = {
-    "tools/engines/diffusers/engine.py",
-    "tools/engines/remote/a1111.py",
-    "tools/infotext.py",
-    "tools/ledger/store.py",
-}
+# Errors are made with .of("key", …): calling an error class with text is the old form.
 ERRORS = {
     "EgakiError", "ConfigError", "OllamaUnavailable", "ModelMissing", "CapabilityMissing",
     "InvalidRequest", "GenerationCancelled", "EngineError", "ModelOutputError", "LedgerError",
@@ -210,10 +203,13 @@ ERRORS = {
 
 
 def test_errors_are_made_from_catalogue_keys() -> None:
-    inline = set()
-    for path in SOURCES:
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ERRORS and node.args):
-                inline.add(path.relative_to(ROOT).as_posix())
-    assert inline <= LEGACY_ERROR_TEXTS, sorted(inline - LEGACY_ERROR_TEXTS)
+    inline = [
+        f"{path.relative_to(ROOT).as_posix()}:{node.lineno}"
+        for path in SOURCES
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+        and node.func.id in ERRORS and node.args
+    ]
+    assert not inline, inline
+    with pytest.raises(TypeError, match=r"InvalidRequest.of\(key"):
+        InvalidRequest("Size must be a multiple of 8.")  # type: ignore[arg-type]

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from tools.core.messages import Message, lang_code, placeholders
+from tools.core.messages import Message, placeholders
 
 
 class EgakiError(Exception):
     """Base class: ``EngineError.of("key", **values)``; :meth:`localized` in any language."""
 
-    def __init__(self, note: Message | str, ja: str | None = None) -> None:
-        # Transitional: ``(english, japanese)`` is only for modules not yet on the
-        # catalogue (tests/test_prompts_i18n.py lists them); everything else passes a Message.
-        self.note = note if isinstance(note, Message) else None
-        self._pair = (note, ja or note) if isinstance(note, str) else None
-        super().__init__(self.localized("en"))
+    def __init__(self, note: Message, /) -> None:
+        if not isinstance(note, Message):
+            name = type(self).__name__
+            raise TypeError(f"{name} is made from a catalogue key: {name}.of(key, **values)")
+        self.note = note
+        super().__init__(note.localized("en"))
 
     @classmethod
     def of(cls, key: str, /, **values: Any) -> Self:
@@ -32,14 +32,11 @@ class EgakiError(Exception):
     @property
     def message(self) -> str:
         """The English text."""
-        return self.localized("en")
+        return self.note.localized("en")
 
     def localized(self, lang: str) -> str:
         """The text in the reader's language ('en', 'ja', 'ja-JP'…)."""
-        if self.note is not None:
-            return self.note.localized(lang)
-        assert self._pair is not None
-        return self._pair[1] if lang_code(lang) == "ja" else self._pair[0]
+        return self.note.localized(lang)
 
 
 class ConfigError(EgakiError):
