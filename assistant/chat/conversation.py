@@ -28,7 +28,7 @@ from assistant.studio.flow import ActionSpec, Runner, Studio
 from assistant.studio.panel import PanelChoice, read_panel
 from prompts.loader import render
 from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
-from tools.core.messages import detect_language, msg
+from tools.core.messages import detect_language, language_name, msg
 from tools.core.settings import Settings
 from tools.llm.ollama_gateway import (
     CONNECTION_ERRORS,
@@ -176,7 +176,7 @@ class Conversation:
         return True
 
     def _system_prompt(self) -> str:
-        text = render("system.md", language="Japanese" if self.lang == "ja" else "English")
+        text = render("system.md", language=language_name(self.lang))
         spec = self.studio.spec if self.studio else None
         if spec is not None:
             seeds = [g.seed for g, _ in self.studio.last] if self.studio else []

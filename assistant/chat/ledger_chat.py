@@ -24,6 +24,7 @@ from assistant.chat.ledger_commands import (
 )
 from assistant.studio.flow import ActionSpec
 from assistant.studio.runner import ImageRunner
+from tools.core.messages import msg
 from tools.ledger.service import Ledger
 from tools.ledger.types import LedgerRecord
 
@@ -37,19 +38,15 @@ class LedgerUI(Protocol):
         ...
 
 
-def _ja(lang: str) -> bool:
-    return lang.startswith("ja")
-
-
 def describe(record: LedgerRecord, lang: str) -> str:
     """One line per record: id, seed, size, sampler, prompt head, stars."""
     req = record.request
-    stars = "★" * (record.rating or 0)
-    fav = " ♥" if record.favourite else ""
     head = req.prompt if len(req.prompt) <= 80 else req.prompt[:77] + "…"
-    seed = "シード" if _ja(lang) else "seed"
-    return (f"**{record.tag}** {seed} {record.seed} · {record.width}×{record.height} · "
-            f"{req.sampler} · {req.steps} steps {stars}{fav}\n`{head}`")
+    return msg(
+        "ledger_line", lang, tag=record.tag, seed=record.seed, width=record.width,
+        height=record.height, sampler=req.sampler, steps=req.steps,
+        stars="★" * (record.rating or 0), fav=" ♥" if record.favourite else "", prompt=head,
+    )
 
 
 class LedgerChat:
@@ -61,7 +58,6 @@ class LedgerChat:
 
     async def handle(self, cmd: LedgerCommand, ui: LedgerUI, lang: str) -> None:
         """Run ``cmd``; EgakiErrors (unknown id, bad rating…) propagate to the caller."""
-        ja = _ja(lang)
         if isinstance(cmd, FindImages):
             await self._find(cmd.query, ui, lang)
         elif isinstance(cmd, Show):
@@ -76,7 +72,7 @@ class LedgerChat:
             await self.runner.run(request, context=context)
         elif isinstance(cmd, Rate):
             await asyncio.to_thread(self.ledger.rate, cmd.id, cmd.stars)
-            stars = "★" * cmd.stars or ("評価なし" if ja else "no rating")
+            stars = "★" * cmd.stars or msg("ledger_no_rating", lang)
             await ui.say(f"#{cmd.id.lstrip('#')} → {stars}")
         elif isinstance(cmd, Favourite):
             await asyncio.to_thread(self.ledger.favourite, cmd.id, cmd.on)
@@ -89,10 +85,9 @@ class LedgerChat:
 
     async def _find(self, query: str, ui: LedgerUI, lang: str) -> None:
         result = await asyncio.to_thread(self.ledger.search, query, SEARCH_RESULTS)
-        note = result.note_ja if _ja(lang) else result.note
+        note = result.note.localized(lang) if result.note is not None else ""
         if not result.hits:
-            empty = "見つかりませんでした。" if _ja(lang) else "Nothing found."
-            await ui.say(f"{empty} {note}".strip())
+            await ui.say(f"{msg('ledger_nothing_found', lang)} {note}".strip())
             return
         lines = [describe(hit.record, lang) for hit in result.hits]
         if note:
@@ -103,11 +98,10 @@ class LedgerChat:
 
     @staticmethod
     def actions(record: LedgerRecord, lang: str) -> list[ActionSpec]:
-        ja = _ja(lang)
         return [
-            ActionSpec("ledger_reproduce", f"{'再現' if ja else 'Reproduce'} {record.tag}",
+            ActionSpec("ledger_reproduce", msg("act_reproduce", lang, tag=record.tag),
                        {"id": record.id}),
-            ActionSpec("ledger_new_seed", f"{'別シード' if ja else 'New seed'} {record.tag}",
+            ActionSpec("ledger_new_seed", msg("act_new_seed", lang, tag=record.tag),
                        {"id": record.id}),
             ActionSpec("ledger_favourite", f"♥ {record.tag}", {"id": record.id}),
         ]

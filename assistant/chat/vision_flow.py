@@ -35,7 +35,7 @@ from assistant.prompting.spec import Family, aspect_of, merge_negative, native_s
 from assistant.studio.flow import ActionSpec, Runner
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
-from tools.core.messages import msg
+from tools.core.messages import lang_code, msg
 from tools.core.request import MAX_PIXELS, MAX_SIDE, ImageRequest, parse_request
 from tools.core.settings import Settings
 from vision.caption import Captioner, ImageDescription
@@ -160,7 +160,7 @@ class VisionFlow:
             settings = "\n".join(f"{k}: {v}" for k, v in meta.params.items())
             lines += ["", f"**{msg('settings_label', self.lang)}**", code_block(settings)]
         if meta.request_error is not None:
-            problem = meta.request_error[1 if self.lang.startswith("ja") else 0]
+            problem = meta.request_error.localized(self.lang)
             lines += ["", msg("pnginfo_unusable", self.lang, error=plain(problem))]
         return "\n".join(lines)
 
@@ -232,7 +232,7 @@ class VisionFlow:
         elif name == INPAINT:
             await ui.show_mask_painter(msg("paint_mask", self.lang), self.painter_props(image_id))
         else:
-            raise InvalidRequest(f"Unknown action {name!r}.", f"不明な操作です: {name!r}")
+            raise InvalidRequest.of("unknown_action", name=name)
 
     def painter_props(self, image_id: str, *, ask: bool = False) -> dict[str, Any]:
         """Props for ``MaskPainter``; ``ask=True`` when shown with ``AskElementMessage``."""
@@ -242,7 +242,7 @@ class VisionFlow:
             "image_id": up.id,
             "width": up.width,
             "height": up.height,
-            "lang": "ja" if self.lang.startswith("ja") else "en",
+            "lang": lang_code(self.lang),
             "action": MASK_ACTION,
             "submit": ask,
         }

@@ -34,8 +34,9 @@ from assistant.prompting.spec import (
 from assistant.prompting.spec_card import setting_reason
 from assistant.prompting.variations import make_variations
 from prompts.loader import render
+from tools.core.messages import has_japanese, language_name
 from tools.core.samplers import canonical_sampler
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 _FAMILY_NAMES = {"sd15": "Stable Diffusion 1.5", "sdxl": "SDXL"}
 _PROMPT_STYLE = {
@@ -135,7 +136,7 @@ class SpecBuilder:
 
     @staticmethod
     def _spec_messages(state: InterviewState, family: Family) -> list[BaseMessage]:
-        language = "Japanese" if state.language == "ja" else "English"
+        language = language_name(state.language)
         sizes = ", ".join(f"{a} {w}x{h}" for a, (w, h) in NATIVE_SIZES[family].items())
         system = render(
             "spec.md",

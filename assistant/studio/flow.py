@@ -255,7 +255,7 @@ class Studio:
         elif name == "pick":
             index = int(payload.get("index", -1))
             if not 0 <= index < len(self.variants):
-                await ui.say(msg("nothing_yet", self.lang))
+                await ui.say(msg("variant_gone", self.lang))
                 return
             self.spec = self.variants[index]
             seed = self.last[0][0].seed if self.last else None
@@ -267,7 +267,7 @@ class Studio:
         elif name == "upscale":
             await self._upscale(ui)
         else:
-            raise InvalidRequest(f"Unknown action {name!r}.", f"不明な操作です: {name!r}")
+            raise InvalidRequest.of("unknown_action", name=name)
 
     async def _upscale(self, ui: StudioUI) -> None:
         """img2img from the last image at up to 2× size, same seed, light denoise."""

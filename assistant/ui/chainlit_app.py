@@ -215,16 +215,11 @@ async def _conversation() -> Conversation:
 
 @cl.set_starters
 async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
-    if (language or "").startswith("ja"):
-        return [
-            cl.Starter(label="ビーチバレーの写真", message="ビーチバレーの写真を作りたい"),
-            cl.Starter(label="夜の東京の街並み", message="雨上がりの夜の東京の路地を描いて"),
-            cl.Starter(label="写真からプロンプト", message="この写真をプロンプトにして"),
-        ]
+    lang = language or "en"
     return [
-        cl.Starter(label="Beach volleyball photo", message="I want a beach volleyball photo"),
-        cl.Starter(label="Cozy reading nook", message="A cozy reading nook on a rainy day"),
-        cl.Starter(label="Photo → prompt", message="Describe my photo as a prompt"),
+        cl.Starter(label=msg("starter_beach", lang), message=msg("starter_beach_says", lang)),
+        cl.Starter(label=msg("starter_scene", lang), message=msg("starter_scene_says", lang)),
+        cl.Starter(label=msg("starter_photo", lang), message=msg("starter_photo_says", lang)),
     ]
 
 

@@ -189,9 +189,9 @@ class ImageReporter:
         req = images[0].request
         ids = " ".join(f"#{g.ledger_id}" for g in images if g.ledger_id)
         lines = [
-            f"**Seed** {', '.join(str(g.seed) for g in images)} · {req.width}×{req.height} · "
-            f"{req.steps} steps · {req.sampler} · CFG {req.cfg_scale:g}"
-            + (f" · {ids}" if ids else ""),
+            msg("result_caption", self.lang_of(), seeds=", ".join(str(g.seed) for g in images),
+                width=req.width, height=req.height, steps=req.steps, sampler=req.sampler,
+                cfg=f"{req.cfg_scale:g}", ids=f" · {ids}" if ids else ""),
             *([f"⏱ {images[0].duration_s:.1f} s · {images[0].peak_memory}"]
               if images[0].peak_memory else []),
             f"`{req.prompt}`",

@@ -30,6 +30,8 @@ from tests.support.replies import INTERVIEW_JA, SPEC
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
+CAPTION_JA = re.compile(r"シード \d+ ·")  # the caption under an image, in a Japanese chat
+
 VARIANTS = {
     "variants": [
         {"axis": "time_of_day", "value": "golden hour sunset", "label": "夕暮れ"},
@@ -69,7 +71,7 @@ def test_japanese_request_to_image_then_variation_pick(
     img = chat.wait_images(1)
     assert chat.natural_size(img) == (512, 512)
     assert (img.get_attribute("alt") or "").startswith("seed-")
-    expect(chat.bot_says("Seed")).to_contain_text("512×512")
+    expect(chat.bot_says(CAPTION_JA)).to_contain_text("512×512")  # the caption is Japanese too
     chat.bot_says("次はどうしますか")
     for label in ("🎲 バリエーション", "✏️ 同じシードで修正", "🆕 新しい絵"):
         expect(chat.button(label)).to_be_visible()
@@ -85,7 +87,7 @@ def test_japanese_request_to_image_then_variation_pick(
     picks[1].click()
     img2 = chat.wait_images(2)
     assert img2.get_attribute("src") != img.get_attribute("src")
-    expect(chat.bot.filter(has_text="Seed").last).to_contain_text("light rain, wet sand")
+    expect(chat.bot.filter(has_text=CAPTION_JA).last).to_contain_text("light rain, wet sand")
     chat.shot("ja-06-picked-variation", img2)
 
 
@@ -141,7 +143,7 @@ def test_settings_panel_steps_show_in_the_next_caption(
     ollama.enqueue(Reply(data=SPEC))  # SPEC asks for 20 steps; the panel wins
     chat.send("GO")
     img = chat.wait_images(1)
-    expect(chat.bot.filter(has_text="Seed").last).to_contain_text("8 steps")
+    expect(chat.bot.filter(has_text=CAPTION_JA).last).to_contain_text("8 ステップ")
     chat.shot("settings-caption-8-steps", img)
 
 

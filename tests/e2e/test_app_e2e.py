@@ -50,8 +50,8 @@ async def test_japanese_request_question_go_prompt_card_and_inline_image(
         element = next(d for e, d in client.events if e == "element")
         assert element["type"] == "image" and element["name"].startswith("seed-")
         seed = int(element["name"].removeprefix("seed-"))
-        caption = await client.wait_text(f"**Seed** {seed}")
-        assert "512×512" in caption
+        caption = await client.wait_text(f"**シード** {seed}")  # the caption speaks Japanese too
+        assert "512×512" in caption and "20 ステップ" in caption
         pngs = sorted((app.data_dir / "images").glob("*.png"))
         from tools.infotext.png import read_png_parameters
 

@@ -270,7 +270,7 @@ def test_missing_models_raise_model_missing(
 ) -> None:
     with pytest.raises(ModelMissing, match="No image model called 'nope'") as err:
         new_engine(tmp_path, tiny_models, image_model="nope").generate(req())
-    assert "画像モデル 'nope' が見つかりません" in err.value.ja
+    assert "画像モデル 'nope' が見つかりません" in err.value.localized("ja")
     with pytest.raises(ModelMissing, match="hf download someone/absent"):
         new_engine(tmp_path, tiny_models, image_model="someone/absent").generate(req())
     assert no_network == []
@@ -378,7 +378,7 @@ def test_cancel_during_a_step_stops_early(engine: DiffusersEngine) -> None:
 
     with pytest.raises(GenerationCancelled) as err:
         engine.generate(req(steps=6, sampler="Euler"), on_step=on_step, cancel=cancel)
-    assert steps == [1, 2] and err.value.ja
+    assert steps == [1, 2] and err.value.localized("ja")
     assert len(engine.generate(req())) == 1  # the pipeline still works afterwards
 
 

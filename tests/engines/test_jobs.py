@@ -112,7 +112,7 @@ async def test_cancelling_a_running_job_stops_the_engine(
 
 
 async def test_an_engine_error_reaches_only_its_caller(queue: JobQueue, engine: FakeEngine) -> None:
-    engine.fail_next(EngineError("out of memory"))
+    engine.fail_next(EngineError.of("engine_diffusers_out_of_memory"))
     bad, good = await asyncio.gather(
         queue.submit(_req("bad")), queue.submit(_req("good")), return_exceptions=True
     )

@@ -70,7 +70,7 @@ def test_unknown_model_is_missing_with_suggestion(tiny_settings: Settings) -> No
     with pytest.raises(ModelMissing) as err:
         resolve_model("tiny-sdd", tiny_settings)
     assert "tiny-sdd" in str(err.value) and "sub/tiny-sd" in str(err.value)
-    assert "見つかりません" in err.value.ja
+    assert "見つかりません" in err.value.localized("ja")
 
 
 def test_request_cannot_point_outside_models_dir(
@@ -169,7 +169,7 @@ def test_offline_without_cached_configs_says_how_to_get_them(
     with pytest.raises(ModelMissing) as err:
         hub.single_file_config(header, settings)
     assert SD15_REPO in str(err.value) and "hf download" in str(err.value)
-    assert "EGAKI_OFFLINE=false" in err.value.ja
+    assert "EGAKI_OFFLINE=false" in err.value.localized("ja")
     assert no_network == []
 
 

@@ -171,7 +171,7 @@ def test_a1111_down_says_start_with_api(dead_url: str) -> None:
     with pytest.raises(EngineError) as err:
         A1111Engine(dead_url).generate(ImageRequest(prompt="x"))
     assert "--api" in str(err.value) and dead_url in str(err.value)
-    assert "--api" in err.value.ja
+    assert "--api" in err.value.localized("ja")
 
 
 def test_a1111_without_api_flag_is_explained() -> None:
@@ -350,7 +350,7 @@ def test_comfyui_cancel_interrupts_the_prompt(slow_comfy: tuple[str, FakeComfyUI
 def test_comfyui_down_is_an_actionable_engine_error(dead_url: str) -> None:
     with pytest.raises(EngineError) as err:
         ComfyUIEngine(dead_url).generate(ImageRequest(prompt="x"))
-    assert "EGAKI_COMFYUI_URL" in str(err.value) and "ComfyUI" in err.value.ja
+    assert "EGAKI_COMFYUI_URL" in str(err.value) and "ComfyUI" in err.value.localized("ja")
 
 
 def test_comfyui_custom_workflow_requires_a_node_map() -> None:

@@ -136,7 +136,7 @@ def test_rejected_candidates_and_quality_reports_are_kept_but_not_searched(
 
 def test_a_recorder_failure_still_shows_the_images(ledger: Ledger, tmp_path: Path) -> None:
     def broken(images: list[GeneratedImage], paths: list[Path], ctx: RecordContext) -> list[str]:
-        raise LedgerError("disk full")
+        raise LedgerError.of("ledger_storage_unusable", path="ledger.db", error="disk full")
 
     shown: list[Path] = []
     runner = ImageRunner(FakeEngine(), output_dir=tmp_path / "out", recorder=broken,
@@ -318,7 +318,7 @@ def test_ollama_embeddings_and_graceful_fallback_when_ollama_is_down(
         runner.run_sync(req("a red fox in snow"))
         runner.run_sync(req("a bowl of ramen"))
         result = ledger.search("fox snow")
-        assert result.mode == "semantic" and result.note == ""
+        assert result.mode == "semantic" and result.note is None
         assert result.records[0].request.prompt == "a red fox in snow"
         sent = [r.body["input"] for r in ollama.requests if r.path == "/api/embed"]
         assert sent[0] == ["search_document: a red fox in snow"]
@@ -327,8 +327,9 @@ def test_ollama_embeddings_and_graceful_fallback_when_ollama_is_down(
         ollama.stop()
         images, _ = runner.run_sync(req("a red fox at dawn"))  # recorded all the same
         offline = ledger.search("fox")
-        assert offline.mode == "text" and "ollama serve" in offline.note
-        assert len(offline) == 2 and "Ollama" in offline.note_ja
+        assert offline.note is not None
+        assert offline.mode == "text" and "ollama serve" in offline.note.localized("en")
+        assert len(offline) == 2 and "Ollama" in offline.note.localized("ja")
 
         ollama.start()
         back = ledger.search("fox at dawn")  # the postponed record is indexed first
@@ -338,7 +339,8 @@ def test_ollama_embeddings_and_graceful_fallback_when_ollama_is_down(
         with pytest.raises(ModelMissing, match="ollama pull no-such-embedder"):
             missing.embed_query("x")
         ledger.embedder = missing
-        assert "ollama pull" in ledger.search("ramen").note
+        note = ledger.search("ramen").note
+        assert note is not None and "ollama pull" in note.localized("en")
 
 
 # --- Chroma as a server ------------------------------------------------------------------------

@@ -30,7 +30,7 @@ async def test_missing_model_raises_model_missing_with_pull_hint(
         await gw(settings, ollama).status("gemma3:4b")
     assert err.value.model == "gemma3:4b"
     assert "ollama pull gemma3:4b" in err.value.message
-    assert "ollama pull gemma3:4b" in err.value.ja
+    assert "ollama pull gemma3:4b" in err.value.localized("ja")
 
 
 async def test_pull_reports_growing_progress_then_model_is_installed(
@@ -66,7 +66,7 @@ async def test_server_down_is_actionable_then_recovers(
         with pytest.raises(OllamaUnavailable) as err:
             await call
         assert "ollama serve" in err.value.message and ollama.url in err.value.message
-        assert "ollama serve" in err.value.ja
+        assert "ollama serve" in err.value.localized("ja")
     ollama.start()
     assert "qwen3-vl:8b" in await g.installed()
 

@@ -21,7 +21,8 @@ from prompts.loader import load_yaml
 from tests.support.fake_chat import ScriptedChatModel
 from tests.support.fake_ollama import FakeOllama, Reply
 from tools.core.errors import ModelOutputError
-from tools.llm.structured import LLMCallCounter, has_japanese
+from tools.core.messages import has_japanese
+from tools.llm.structured import LLMCallCounter
 
 
 def reply(
@@ -197,7 +198,7 @@ async def test_malformed_twice_raises_a_localized_error() -> None:
     with pytest.raises(ModelOutputError) as info:
         await iv.step(InterviewState.start(), "a cat")
     assert "bigger chat model" in str(info.value)
-    assert "より大きな" in info.value.ja
+    assert "より大きな" in info.value.localized("ja")
     assert iv.calls == 2
 
 

@@ -21,7 +21,8 @@ from prompts.loader import load_yaml
 from tests.support.fake_chat import ScriptedChatModel
 from tests.support.fake_ollama import FakeOllama, Reply
 from tools.core.errors import InvalidRequest, ModelOutputError
-from tools.llm.structured import LLMCallCounter, has_japanese
+from tools.core.messages import has_japanese
+from tools.llm.structured import LLMCallCounter
 
 BEACH: dict[str, Any] = {
     "subject": "two women playing beach volleyball, jumping for the ball",
@@ -156,7 +157,7 @@ async def test_japanese_twice_raises_model_output_error() -> None:
     b, _ = builder(draft(subject="猫"), draft(lighting="夕焼け"))
     with pytest.raises(ModelOutputError) as info:
         await b.build(finished())
-    assert "Japanese" in str(info.value) and "プロンプト作成" in info.value.ja
+    assert "Japanese" in str(info.value) and "プロンプト作成" in info.value.localized("ja")
     assert b.calls == 2
 
 

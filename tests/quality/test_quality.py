@@ -335,7 +335,7 @@ async def test_cancelling_keeps_made_images_as_rejected(rig: Rig) -> None:
 
     async def run(req: ImageRequest) -> tuple[list[GeneratedImage], list[Path]]:
         if rig.engine.calls:
-            raise GenerationCancelled("Generation stopped.")
+            raise GenerationCancelled.of("generation_stopped")
         return await inner(req)
 
     loop.runner = run

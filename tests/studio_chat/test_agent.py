@@ -20,7 +20,9 @@ def add(a: int, b: int) -> str:
 def picky(size: int) -> str:
     """Reject odd sizes with a teaching message."""
     if size % 8:
-        raise InvalidRequest(f"size has to be a multiple of 8 but is {size}")
+        raise InvalidRequest.of(
+            "request_invalid", detail=f"size has to be a multiple of 8 but is {size}"
+        )
     return "ok"
 
 

@@ -138,7 +138,8 @@ async def test_model_without_vision_names_one_to_pull(ollama: FakeOllama, tmp_pa
     assert not ollama.chat_requests()  # nothing sent to a model that can't see
     assert "`llama3.2:3b` can't see images" in str(err.value)
     assert "ollama pull qwen3-vl:8b" in str(err.value)
-    assert "ollama pull qwen3-vl:8b" in err.value.ja and "視覚モデル" in err.value.ja
+    ja = err.value.localized("ja")
+    assert "ollama pull qwen3-vl:8b" in ja and "視覚モデル" in ja
 
 
 async def test_from_settings_uses_the_vision_model(ollama: FakeOllama, tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ def test_type_comes_from_the_bytes_not_the_name(
     with pytest.raises(InvalidRequest) as err:
         load_upload(path, settings, mime="image/png")
     assert found in str(err.value) and "PNG, JPEG or WebP" in str(err.value)
-    assert "PNG・JPEG・WebP" in err.value.ja
+    assert "PNG・JPEG・WebP" in err.value.localized("ja")
 
 
 def test_truncated_png_is_reported_as_damaged(tmp_path: Path, settings: Settings) -> None:
@@ -130,7 +130,7 @@ def test_truncated_png_is_reported_as_damaged(tmp_path: Path, settings: Settings
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InvalidRequest, match="damaged or cut short") as err:
         load_upload(path, settings)
-    assert "壊れている" in err.value.ja
+    assert "壊れている" in err.value.localized("ja")
 
 
 @pytest.mark.parametrize(("width", "height"), [(30000, 30000), (7000, 7000)])
@@ -182,7 +182,7 @@ def test_unusable_settings_say_why(tmp_path: Path, settings: Settings) -> None:
     path = save(tmp_path, Image.new("RGB", (64, 64)), "odd.png", pnginfo=info)
     meta = load_upload(path, settings).metadata
     assert meta is not None and meta.request is None and meta.request_error is not None
-    assert "DPM++ 3M" in meta.request_error[0]
+    assert "DPM++ 3M" in meta.request_error.message
 
 
 def test_metadata_text_is_capped() -> None:
@@ -242,7 +242,7 @@ def test_uploaded_mask_of_another_size_is_resized() -> None:
 def test_malformed_mask_payloads_are_refused(payload: str, message: str) -> None:
     with pytest.raises(InvalidRequest, match=message.replace("+", r"\+")) as err:
         mask_from_data_url(payload, (64, 64))
-    assert err.value.ja != err.value.message
+    assert err.value.localized("ja") != err.value.message
 
 
 def test_mask_of_another_shape_is_refused_but_a_close_one_is_resized() -> None:
@@ -256,7 +256,7 @@ def test_mask_of_another_shape_is_refused_but_a_close_one_is_resized() -> None:
 def test_empty_mask_is_refused_and_full_mask_warns() -> None:
     with pytest.raises(InvalidRequest, match="mask is empty") as err:
         mask_from_data_url(data_url(Image.new("L", (64, 64), 0)), (64, 64))
-    assert "マスクが空" in err.value.ja
+    assert "マスクが空" in err.value.localized("ja")
     full = mask_from_data_url(data_url(Image.new("L", (64, 64), 255)), (64, 64))
     assert full.full and "whole picture" in full.warnings("en")[0]
     assert "全体" in full.warnings("ja")[0]

@@ -46,7 +46,7 @@ _ids = itertools.count(1)
 
 
 def _cancelled() -> GenerationCancelled:
-    return GenerationCancelled("The image job was cancelled.", "画像の生成を取り消しました。")
+    return GenerationCancelled.of("job_cancelled")
 
 
 class Job:
