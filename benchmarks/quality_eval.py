@@ -46,6 +46,7 @@ from assistant.studio.runner import ImageRunner
 from tools.core.messages import detect_language
 from tools.core.settings import Settings
 from tools.engines.factory import build_engine, build_queue
+from tools.llm.chat_models import ollama_chat_model
 from tools.llm.ollama_gateway import OllamaGateway
 from tools.llm.structured import LLMCallCounter
 
@@ -89,16 +90,6 @@ def guess_family(settings: Settings) -> str:
     return "sdxl" if "xl" in name else "sd15"
 
 
-def chat_model(settings: Settings, name: str) -> Any:
-    from langchain_ollama import ChatOllama
-
-    return ChatOllama(
-        model=name,
-        base_url=settings.ollama_host,
-        client_kwargs={"timeout": settings.ollama_timeout_s},
-    )
-
-
 def quality_settings(args: argparse.Namespace) -> QualitySettings:
     return QualitySettings(
         candidates=args.candidates,
@@ -118,8 +109,9 @@ async def evaluate_one(
     lang = detect_language(req.text)
     vision_name = settings.effective_vision_model
     counter = LLMCallCounter()
-    chat = chat_model(settings, settings.chat_model)
-    vision = chat if vision_name == settings.chat_model else chat_model(settings, vision_name)
+    chat = ollama_chat_model(settings, settings.chat_model)
+    vision = (chat if vision_name == settings.chat_model
+              else ollama_chat_model(settings, vision_name))
     state = InterviewState(language=lang, user_words=[req.text], questions=[[]], done=True)
     t0 = time.perf_counter()
     spec = await SpecBuilder(chat, counter=counter).build(state, family=args.family)
@@ -175,7 +167,7 @@ def _row(
 async def _judge(settings: Settings, model: str, result: QualityResult) -> dict[str, Any]:
     """Re-judge the single-shot and the shown image with an independent model."""
     judge = VisionChecker(
-        chat_model(settings, model), model_name=model, gateway=OllamaGateway(settings)
+        ollama_chat_model(settings, model), model_name=model, gateway=OllamaGateway(settings)
     )
     await judge.ensure_vision()
     single = await judge.check(result.candidates[0].image.image, result.constraints)

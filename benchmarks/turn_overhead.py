@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assistant.chat.conversation import Conversation, ollama_chat_model
+from assistant.chat.conversation import Conversation
 from assistant.studio.runner import ImageRunner
 from tests.support.fake_ollama import FakeOllama, Reply
 from tools.core.settings import Settings
 from tools.engines.fake import FakeEngine
+from tools.llm.chat_models import chat_model_factory
 from tools.llm.ollama_gateway import OllamaGateway
 
 SPEC = {"subject": "a red fox", "setting": "snowy forest", "lighting": "morning light",
@@ -67,7 +68,7 @@ async def run(turns: int) -> None:
                 _s.append(time.perf_counter() - t)
                 return out
 
-            conv = Conversation(settings, OllamaGateway(settings), ollama_chat_model(settings),
+            conv = Conversation(settings, OllamaGateway(settings), chat_model_factory(settings),
                                 runner=timed_run)
             await conv.start(ui)
             assert conv.studio is not None

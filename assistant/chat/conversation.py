@@ -30,6 +30,7 @@ from prompts.loader import render
 from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
 from tools.core.messages import detect_language, msg
 from tools.core.settings import Settings
+from tools.llm.chat_models import ModelFactory
 from tools.llm.ollama_gateway import (
     CONNECTION_ERRORS,
     ModelStatus,
@@ -46,7 +47,6 @@ MAX_MESSAGE_CHARS = 20_000
 # "x,y,w,h what to paint" right after "Inpaint a region": a box mask (pixels or fractions)
 _NUM = r"\s*[\d.]+\s*"
 BOX = re.compile(rf"^(?P<box>{_NUM},{_NUM},{_NUM},{_NUM})(?P<rest>.*)$", re.S)
-ModelFactory = Callable[[str], BaseChatModel]
 
 
 class ChatUI(Protocol):
@@ -61,21 +61,6 @@ class ChatUI(Protocol):
     async def end_stream(self) -> None: ...
     async def confirm_pull(self, model: str, lang: str) -> bool: ...
     async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None: ...
-
-
-def ollama_chat_model(settings: Settings) -> ModelFactory:
-    """Factory for the real chat model, talking to Ollama through langchain-ollama."""
-
-    def make(model: str) -> BaseChatModel:
-        from langchain_ollama import ChatOllama
-
-        return ChatOllama(
-            model=model,
-            base_url=settings.ollama_host,
-            client_kwargs={"timeout": settings.ollama_timeout_s},
-        )
-
-    return make
 
 
 class Conversation:
@@ -354,4 +339,4 @@ class Conversation:
         return None
 
 
-__all__ = ["ChatUI", "Conversation", "ollama_chat_model", "unavailable"]
+__all__ = ["ChatUI", "Conversation", "unavailable"]

@@ -18,7 +18,7 @@ from chainlit.server import app as chainlit_app
 from chainlit.types import ThreadDict
 from starlette.datastructures import Headers
 
-from assistant.chat.conversation import Conversation, ollama_chat_model
+from assistant.chat.conversation import Conversation
 from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.vision_flow import MASK_ACTION
@@ -35,6 +35,7 @@ from tools.engines.factory import build_queue
 from tools.engines.jobs import JobQueue
 from tools.ledger.service import Ledger
 from tools.ledger.types import RecordContext
+from tools.llm.chat_models import chat_model_factory, ollama_chat_model
 from tools.llm.ollama_gateway import OllamaGateway
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,6 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
     """Builds the chat's best-of-N once its chat model is known."""
 
     def make(chat_model: Any) -> BestOf:
-        from langchain_ollama import ChatOllama
-
         from assistant.quality.check import VisionChecker, load_clip_scorer
         from assistant.quality.constraints import ConstraintDeriver
         from assistant.quality.loop import QualityLoop
@@ -91,8 +90,7 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
             on_status=reporter.on_status,
         )
         name = SETTINGS.effective_vision_model
-        vision = ChatOllama(model=name, base_url=SETTINGS.ollama_host,
-                            client_kwargs={"timeout": SETTINGS.ollama_timeout_s})
+        vision = ollama_chat_model(SETTINGS, name)
         loop = QualityLoop(
             VisionChecker(vision, model_name=name, gateway=GATEWAY),
             hidden.run,
@@ -199,7 +197,7 @@ async def _conversation() -> Conversation:
         conv = Conversation(
             SETTINGS,
             GATEWAY,
-            ollama_chat_model(SETTINGS),
+            chat_model_factory(SETTINGS),
             [make_generate_image_tool(runner)],
             browser_lang=getattr(cl.context.session, "language", None) or "en",
             runner=runner.run,
