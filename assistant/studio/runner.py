@@ -25,8 +25,9 @@ from typing import Any
 
 from tools.core.engine import GeneratedImage, ImageEngine
 from tools.core.errors import EgakiError
+from tools.core.events import EventSink, StepProgress
 from tools.core.request import ImageRequest
-from tools.engines.jobs import JobQueue, PositionCallback, ProgressCallback, StatusCallback
+from tools.engines.jobs import JobQueue
 from tools.infotext.png import save_png
 from tools.ledger.types import RecordContext, Recorder
 
@@ -51,7 +52,8 @@ class ImageRunner:
     embed metadata, record and display identically. ``recorder(images, paths, context)``
     (e.g. ``Ledger.record_batch``) runs after the PNGs exist and before ``on_result``;
     ``context`` is the default :class:`RecordContext` (thread id, the user's words), which
-    ``run(request, context=...)`` overrides per call.
+    ``run(request, context=...)`` overrides per call. ``on_event`` hears the job's typed
+    progress events (:mod:`tools.core.events`).
     """
 
     def __init__(
@@ -60,20 +62,21 @@ class ImageRunner:
         *,
         output_dir: Path,
         on_result: ResultCallback | None = None,
-        on_step: ProgressCallback | None = None,
-        on_queue_position: PositionCallback | None = None,
+        on_event: EventSink | None = None,
         recorder: Recorder | None = None,
         context: RecordContext | None = None,
-        on_status: StatusCallback | None = None,
     ) -> None:
         self.runner = runner
-        self.on_status = on_status
         self.output_dir = output_dir
         self.on_result = on_result
-        self.on_step = on_step
-        self.on_queue_position = on_queue_position
+        self.on_event = on_event
         self.recorder = recorder
         self.context = context or RecordContext()
+
+    def _on_step(self, step: int, total: int, preview: Any) -> None:
+        """An engine's ``on_step`` when there is no queue to turn it into an event."""
+        if self.on_event is not None:
+            self.on_event(StepProgress(step, total, preview))
 
     def save(self, images: list[GeneratedImage]) -> list[Path]:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -108,12 +111,9 @@ class ImageRunner:
         """Generate, save, record and report; raises GenerationCancelled / EngineError."""
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
-            images = await self.runner.submit(
-                request, on_step=self.on_step, on_queue_position=self.on_queue_position,
-                on_status=self.on_status,
-            )
+            images = await self.runner.submit(request, on_event=self.on_event)
         else:
-            images = await asyncio.to_thread(self.runner.generate, request, self.on_step)
+            images = await asyncio.to_thread(self.runner.generate, request, self._on_step)
         paths = await asyncio.to_thread(self.save, images)
         if self.recorder is not None:
             await asyncio.to_thread(self.record, images, paths, context)
@@ -128,13 +128,9 @@ class ImageRunner:
     ) -> tuple[list[GeneratedImage], list[Path]]:
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
-            images = asyncio.run(
-                self.runner.submit(
-                    request, on_step=self.on_step, on_queue_position=self.on_queue_position
-                )
-            )
+            images = asyncio.run(self.runner.submit(request, on_event=self.on_event))
         else:
-            images = self.runner.generate(request, on_step=self.on_step)
+            images = self.runner.generate(request, on_step=self._on_step)
         paths = self.save(images)
         self.record(images, paths, context)
         if self.on_result is not None:

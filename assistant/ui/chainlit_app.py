@@ -83,11 +83,9 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
         hidden = ImageRunner(  # shows nothing: rejected candidates never reach the chat
             job_queue(),
             output_dir=SETTINGS.images_dir,
-            on_step=reporter.on_step,
-            on_queue_position=reporter.on_queue_position,
+            on_event=reporter.on_event,
             recorder=book.record_batch,
             context=RecordContext(thread_id=thread_id, status="rejected"),
-            on_status=reporter.on_status,
         )
         name = SETTINGS.effective_vision_model
         vision = ollama_chat_model(SETTINGS, name)
@@ -188,11 +186,9 @@ async def _conversation() -> Conversation:
             job_queue(),
             output_dir=SETTINGS.images_dir,
             on_result=reporter.on_result,
-            on_step=reporter.on_step,
-            on_queue_position=reporter.on_queue_position,
+            on_event=reporter.on_event,
             recorder=book.record_batch,
             context=RecordContext(thread_id=thread_id),
-            on_status=reporter.on_status,
         )
         conv = Conversation(
             SETTINGS,
