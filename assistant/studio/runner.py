@@ -34,6 +34,8 @@ from tools.ledger.types import RecordContext, Recorder
 log = logging.getLogger(__name__)
 
 ResultCallback = Callable[[list[GeneratedImage], list[Path]], Any]
+# The record context, or a function returning the current one (e.g. a chat's state).
+ContextSource = RecordContext | Callable[[], RecordContext]
 
 
 def _unique_path(folder: Path, stem: str) -> Path:
@@ -51,7 +53,8 @@ class ImageRunner:
     Shared by the ``generate_image`` tool and the chat's buttons so both paths save,
     embed metadata, record and display identically. ``recorder(images, paths, context)``
     (e.g. ``Ledger.record_batch``) runs after the PNGs exist and before ``on_result``;
-    ``context`` is the default :class:`RecordContext` (thread id, the user's words), which
+    ``context`` is the default :class:`RecordContext` (thread id, the user's words), or a
+    function returning it when it is asked for (a chat passes its state's), which
     ``run(request, context=...)`` overrides per call. ``on_event`` hears the job's typed
     progress events (:mod:`tools.core.events`).
     """
@@ -64,14 +67,19 @@ class ImageRunner:
         on_result: ResultCallback | None = None,
         on_event: EventSink | None = None,
         recorder: Recorder | None = None,
-        context: RecordContext | None = None,
+        context: ContextSource | None = None,
     ) -> None:
         self.runner = runner
         self.output_dir = output_dir
         self.on_result = on_result
         self.on_event = on_event
         self.recorder = recorder
-        self.context = context or RecordContext()
+        self._context = context or RecordContext()
+
+    @property
+    def context(self) -> RecordContext:
+        """The default record context, as it is now."""
+        return self._context if isinstance(self._context, RecordContext) else self._context()
 
     def _on_step(self, step: int, total: int, preview: Any) -> None:
         """An engine's ``on_step`` when there is no queue to turn it into an event."""
@@ -93,9 +101,10 @@ class ImageRunner:
         """
         if self.recorder is None or not images:
             return []
-        context = context or self.context
-        if not context.thread_id and self.context.thread_id:
-            context = replace(context, thread_id=self.context.thread_id)
+        default = self.context
+        context = context or default
+        if not context.thread_id and default.thread_id:
+            context = replace(context, thread_id=default.thread_id)
         try:
             ids = self.recorder(images, paths, context)
         except EgakiError as err:

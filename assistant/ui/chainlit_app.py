@@ -21,6 +21,7 @@ from starlette.datastructures import Headers
 from assistant.chat.conversation import Conversation
 from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
+from assistant.chat.state import ChatState
 from assistant.chat.vision_flow import MASK_ACTION
 from assistant.studio.best_of import BestOf
 from assistant.studio.runner import ImageRunner
@@ -70,7 +71,7 @@ def best_of_default(device: str) -> bool:
     return device in ("cuda", "remote")
 
 
-def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
+def best_of_factory(reporter: ImageReporter, book: Ledger, state: ChatState,
                     device: str) -> Callable[[Any], BestOf]:
     """Builds the chat's best-of-N once its chat model is known."""
 
@@ -85,7 +86,7 @@ def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
             output_dir=SETTINGS.images_dir,
             on_event=reporter.on_event,
             recorder=book.record_batch,
-            context=RecordContext(thread_id=thread_id, status="rejected"),
+            context=lambda: RecordContext(thread_id=state.thread_id, status="rejected"),
         )
         name = SETTINGS.effective_vision_model
         vision = ollama_chat_model(SETTINGS, name)
@@ -181,28 +182,29 @@ async def _conversation() -> Conversation:
         cl.user_session.set("reporter", reporter)
         book = await ledger()
         device = await image_device()
-        thread_id = cl.context.session.thread_id or ""
+        state = ChatState.start(getattr(cl.context.session, "language", None) or "en",
+                                cl.context.session.thread_id or "")
         runner = ImageRunner(
             job_queue(),
             output_dir=SETTINGS.images_dir,
             on_result=reporter.on_result,
             on_event=reporter.on_event,
             recorder=book.record_batch,
-            context=RecordContext(thread_id=thread_id),
+            context=state.record_context,
         )
         conv = Conversation(
             SETTINGS,
             GATEWAY,
             chat_model_factory(SETTINGS),
             [make_generate_image_tool(runner)],
-            browser_lang=getattr(cl.context.session, "language", None) or "en",
+            state,
             runner=runner.run,
             family=image_family(SETTINGS),
-            ledger_chat=LedgerChat(book, runner),
-            best_of_factory=best_of_factory(reporter, book, thread_id, device),
+            ledger_chat=LedgerChat(book, runner, state),
+            best_of_factory=best_of_factory(reporter, book, state, device),
             best_of_default=best_of_default(device),
         )
-        reporter.lang_of = lambda: conv.lang
+        reporter.lang_of = lambda: state.lang
         cl.user_session.set("conversation", conv)
     return conv
 
@@ -236,7 +238,8 @@ async def on_chat_start() -> None:
 
 
 def _remember(conv: Conversation) -> None:
-    """Keep a JSON snapshot in the user session: Chainlit saves it with the thread."""
+    """Keep the chat state's JSON snapshot in the user session: Chainlit saves it with the
+    thread."""
     cl.user_session.set("egaki", conv.snapshot())
 
 
