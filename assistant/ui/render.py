@@ -16,7 +16,7 @@ from typing import Any
 import chainlit as cl
 from PIL import Image as PILImage
 
-from assistant.studio.flow import ActionSpec
+from assistant.studio.actions import ActionSpec
 from assistant.studio.panel import FIELDS
 from assistant.ui import compat as chainlit_compat  # noqa: F401  (fixes chainlit before use)
 from tools.core.engine import GeneratedImage
@@ -117,14 +117,17 @@ class ChainlitUI:
 
 
 class ImageReporter:
-    """Shows a job's queue position, step progress and finished images in the chat."""
+    """Shows a job's queue position, step progress and finished images in the chat.
 
-    def __init__(self) -> None:
+    Implements :class:`assistant.app.ImageDisplay`; ``lang_of`` gives the chat's language.
+    """
+
+    def __init__(self, lang_of: Callable[[], str] = lambda: "en") -> None:
         self._status: cl.Message | None = None
         self._preview: cl.Image | None = None
         self._last = 0.0
         self._downloads: dict[str, tuple[int, int]] = {}
-        self.lang_of: Callable[[], str] = lambda: "en"  # the conversation sets this
+        self.lang_of = lang_of
 
     async def _show(self, text: str, force: bool = False) -> None:
         now = time.monotonic()

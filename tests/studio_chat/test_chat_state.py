@@ -1,5 +1,5 @@
 """One chat state shared by the flows: saved and restored as one object, read live by the
-image runner."""
+image runner, and the same object in the conversation, studio, vision flow and ledger."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from assistant.app import App
 from assistant.chat.state import VERSION, ChatState, migrate
 from assistant.studio.runner import ImageRunner
 from assistant.studio.state import ShownImage
+from tests.support import ROOT
+from tests.support.fake_ollama import FakeOllama
+from tests.support.recording_ui import RecordingUI
 from tools.core.engine import GeneratedImage
 from tools.core.request import ImageRequest
+from tools.core.settings import Settings
 from tools.engines.fake import FakeEngine
 from tools.ledger.types import RecordContext
 
@@ -104,3 +109,48 @@ async def test_the_runner_reads_the_record_context_from_the_state(tmp_path: Path
     await runner.run(request)
     assert [(c.thread_id, c.user_words) for c in seen] == [
         ("t-9", "first words"), ("t-9", "second words")]
+
+
+async def test_the_chat_and_its_flows_share_one_state(
+    settings: Settings, ollama: FakeOllama
+) -> None:
+    app = App(settings.model_copy(update={"ollama_host": ollama.url, "image_engine": "fake",
+                                          "unload_ollama_before_image": False}))
+    state = ChatState.start("en", thread_id="t-2")
+    try:
+        book = await app.ledger()
+        conv = app.conversation(state, app.image_runner(ledger=book,
+                                                        context=state.record_context),
+                                ledger=book)
+        ui = RecordingUI()
+        assert await conv.ensure_model(ui)
+        assert conv.studio is not None and conv.vision is not None and conv.ledger_chat
+        assert conv.studio.session is state and conv.vision.state is state
+        assert conv.ledger_chat.state is state
+        state.lang = "ja"  # e.g. the user wrote in Japanese: every flow answers in it
+        await conv.on_action("more", {}, ui)
+        assert "まだ絵がありません" in ui.said[-1]
+        await conv.on_action("pick", {"index": "first"}, ui)  # a payload that doesn't fit
+        assert "pick" in ui.said[-1] and "最新のメッセージ" in ui.said[-1]
+    finally:
+        await app.aclose()
+
+
+def test_starting_the_app_imports_no_heavy_stack(tmp_path: Path) -> None:
+    """The Chainlit module and the composition root load in a fresh process without
+    torch, diffusers or Chroma: those wait for the first image, ledger or device use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, assistant.ui.chainlit_app as ui\n"
+        "assert ui.APP.settings.image_engine == 'diffusers'\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'chromadb', 'langchain_ollama')"
+        " if m in sys.modules))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "EGAKI_DATA_DIR": str(tmp_path),
+           "EGAKI_OFFLINE": "1", "CHAINLIT_APP_ROOT": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
