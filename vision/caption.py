@@ -33,6 +33,7 @@ from prompts.loader import render
 from tools.core.errors import CapabilityMissing
 from tools.core.messages import has_japanese, language_name
 from tools.core.settings import Settings
+from tools.llm.chat_models import ollama_chat_model
 from tools.llm.ollama_gateway import OllamaGateway
 from tools.llm.structured import LLMCallCounter, StructuredLLM
 from tools.llm.text import dedupe_terms, lenient_text
@@ -200,14 +201,8 @@ class OllamaCaptioner:
         gateway: OllamaGateway | None = None,
     ) -> OllamaCaptioner:
         """The captioner for ``settings.effective_vision_model`` (capability-checked)."""
-        from langchain_ollama import ChatOllama
-
         name = settings.effective_vision_model
-        model = ChatOllama(
-            model=name,
-            base_url=settings.ollama_host,
-            client_kwargs={"timeout": settings.ollama_timeout_s},
-        )
+        model = ollama_chat_model(settings, name)
         return cls(model, counter, gateway=gateway or OllamaGateway(settings), model_name=name)
 
     @property

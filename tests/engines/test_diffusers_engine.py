@@ -23,6 +23,7 @@ from tools.core.errors import (
     InvalidRequest,
     ModelMissing,
 )
+from tools.core.events import EngineEvent, ModelLoaded, ModelLoading
 from tools.core.request import ImageRequest
 from tools.core.samplers import SAMPLERS
 from tools.engines.diffusers import pipeline_cache
@@ -478,14 +479,13 @@ def test_decoder_tiny_setting_uses_tiny_vae_without_fast(
 def test_loading_is_reported_once_then_the_model_stays_resident(
     tiny_models: TinyModels, tmp_path: Path
 ) -> None:
-    events: list[tuple[str, int, int | None]] = []
+    events: list[EngineEvent] = []
     engine = DiffusersEngine(make_tiny_settings(tmp_path, tiny_models),
-                             on_download=lambda *e: events.append(e))
+                             on_download=events.append)
     req = ImageRequest(prompt="a bell", width=64, height=64, steps=1, seed=1)
     engine.generate(req)
     engine.generate(req)
-    labels = [label for label, _, _ in events]
-    assert labels == ["load:tiny-sd15", "loaded:tiny-sd15"]
+    assert events == [ModelLoading("tiny-sd15"), ModelLoaded("tiny-sd15")]
     engine.unload()
 
 
@@ -494,7 +494,7 @@ def test_factory_routes_engine_progress_to_the_queue(tiny_models: TinyModels,
     from tools.engines.factory import build_queue
 
     queue = build_queue(make_tiny_settings(tmp_path, tiny_models))
-    assert queue.engine.on_download == queue.report_status  # type: ignore[attr-defined]
+    assert queue.engine.on_download == queue.report  # type: ignore[attr-defined]
     queue.close()
 
 

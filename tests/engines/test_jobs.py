@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tools.core.errors import EngineError, GenerationCancelled
+from tools.core.events import ModelLoading, ProgressEvent, QueuePosition, StepProgress
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.engines.fake import FakeEngine
@@ -60,14 +61,16 @@ async def test_jobs_run_in_fifo_order(queue: JobQueue, engine: FakeEngine) -> No
 
 
 async def test_waiting_callers_hear_their_queue_position(queue: JobQueue) -> None:
-    positions: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    events: dict[str, list[ProgressEvent]] = {"a": [], "b": [], "c": []}
     jobs = [
-        queue.enqueue(_req(name, steps=10), on_queue_position=positions[name].append)
+        queue.enqueue(_req(name, steps=10), on_event=events[name].append)
         for name in ("a", "b", "c")
     ]
     for job in jobs:
         await job.result()
     await _settle()
+    positions = {name: [e.ahead for e in seen if isinstance(e, QueuePosition)]
+                 for name, seen in events.items()}
     assert positions == {"a": [0], "b": [1, 0], "c": [2, 1, 0]}
 
 
@@ -96,11 +99,11 @@ async def test_cancelling_a_running_job_stops_the_engine(
 ) -> None:
     job_box: list[Any] = []
 
-    def on_step(step: int, total: int, preview: object) -> None:
-        if step == 2:
+    def on_event(event: ProgressEvent) -> None:
+        if isinstance(event, StepProgress) and event.step == 2:
             job_box[0].cancel()
 
-    job = queue.enqueue(_req("long", steps=150), on_step=on_step)
+    job = queue.enqueue(_req("long", steps=150), on_event=on_event)
     job_box.append(job)
     with pytest.raises(GenerationCancelled):
         await job.result()
@@ -125,14 +128,16 @@ async def test_progress_callbacks_run_on_the_callers_loop(queue: JobQueue) -> No
     sync_seen: list[tuple[int, int, int]] = []
     async_seen: list[int] = []
 
-    def sync_cb(step: int, total: int, preview: object) -> None:
-        sync_seen.append((step, total, threading.get_ident()))
+    def sync_cb(event: ProgressEvent) -> None:
+        if isinstance(event, StepProgress):
+            sync_seen.append((event.step, event.total, threading.get_ident()))
 
-    async def async_cb(step: int, total: int, preview: object) -> None:
-        async_seen.append(step)
+    async def async_cb(event: ProgressEvent) -> None:
+        if isinstance(event, StepProgress):
+            async_seen.append(event.step)
 
-    await queue.submit(_req("s", steps=4), on_step=sync_cb)
-    await queue.submit(_req("a", steps=4), on_step=async_cb)
+    await queue.submit(_req("s", steps=4), on_event=sync_cb)
+    await queue.submit(_req("a", steps=4), on_event=async_cb)
     await _settle()
     assert [s for s, _, _ in sync_seen] == [1, 2, 3, 4]
     assert {t for _, _, t in sync_seen} == {loop_thread}
@@ -148,7 +153,12 @@ async def test_callbacks_see_the_submitters_context(queue: JobQueue) -> None:
 
     async def submit_as(name: str) -> None:
         SESSION.set(name)
-        await queue.submit(_req(name, steps=2), on_step=lambda *_: seen.append(SESSION.get()))
+
+        def on_event(event: ProgressEvent) -> None:
+            if isinstance(event, StepProgress):
+                seen.append(SESSION.get())
+
+        await queue.submit(_req(name, steps=2), on_event=on_event)
 
     await asyncio.gather(submit_as("chat-a"), submit_as("chat-b"))
     await _settle()
@@ -156,25 +166,32 @@ async def test_callbacks_see_the_submitters_context(queue: JobQueue) -> None:
 
 
 async def test_engine_status_reaches_only_the_running_jobs_caller(engine: FakeEngine) -> None:
-    seen: dict[str, list[tuple[str, int, int | None]]] = {"a": [], "b": []}
+    seen: dict[str, list[ProgressEvent]] = {"a": [], "b": []}
     queue = JobQueue(engine)
     real = engine.generate
 
     def generate(request: ImageRequest, on_step: Any = None, cancel: Any = None) -> Any:
-        queue.report_status(f"load:{request.prompt}", 0, None)  # as the engine does
+        queue.report(ModelLoading(request.prompt))  # as the engine does
         return real(request, on_step, cancel)
+
+    def loads(name: str) -> Any:
+        def on_event(event: ProgressEvent) -> None:
+            if isinstance(event, ModelLoading):
+                seen[name].append(event)
+
+        return on_event
 
     engine.generate = generate  # type: ignore[method-assign]
     try:
         await asyncio.gather(
-            queue.submit(_req("a"), on_status=lambda *a: seen["a"].append(a)),
-            queue.submit(_req("b"), on_status=lambda *a: seen["b"].append(a)),
+            queue.submit(_req("a"), on_event=loads("a")),
+            queue.submit(_req("b"), on_event=loads("b")),
         )
         await _settle()
     finally:
         await queue.aclose()
-    assert seen == {"a": [("load:a", 0, None)], "b": [("load:b", 0, None)]}
-    queue.report_status("idle", 0, None)  # nothing running: ignored, no error
+    assert seen == {"a": [ModelLoading("a")], "b": [ModelLoading("b")]}
+    queue.report(ModelLoading("idle"))  # nothing running: ignored, no error
 
 
 async def test_before_job_hook_runs_first_and_its_errors_are_ignored(

@@ -17,6 +17,7 @@ from tests.support.tiny_pipelines import (
     make_tiny_settings,
 )
 from tools.core.errors import EngineError, InvalidRequest, ModelMissing
+from tools.core.events import Downloading
 from tools.core.request import LoraRef
 from tools.core.settings import Settings
 from tools.engines.diffusers import hub
@@ -185,13 +186,14 @@ def test_ensure_snapshot_offline_uses_cache_or_raises(
 
 
 def test_download_progress_is_forwarded() -> None:
-    seen: list[tuple[str, int, int | None]] = []
-    bar_cls = hub.progress_tqdm(lambda label, done, total: seen.append((label, done, total)))
+    seen: list[Downloading] = []
+    bar_cls = hub.progress_tqdm(seen.append)
     bar = bar_cls(total=10, desc="Downloading bytes", disable=True)
     bar.update(4)
     bar.update(6)
     bar.close()
-    assert seen == [("Downloading bytes", 4, 10), ("Downloading bytes", 10, 10)]
+    label = "Downloading bytes"
+    assert seen == [Downloading(label, 4, 10), Downloading(label, 10, 10)]
 
 
 # --- LoRA tags -------------------------------------------------------------------------

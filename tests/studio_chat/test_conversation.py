@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from langchain_core.tools import tool
 
-from assistant.chat.conversation import MAX_MESSAGE_CHARS, Conversation, ollama_chat_model
+from assistant.chat.conversation import MAX_MESSAGE_CHARS, Conversation
+from assistant.chat.state import ChatState
 from tests.support.fake_ollama import FakeModel, FakeOllama, Reply
 from tests.support.recording_ui import RecordingUI
 from tools.core.settings import Settings
+from tools.llm.chat_models import chat_model_factory
 from tools.llm.ollama_gateway import OllamaGateway
 
 
@@ -19,7 +21,8 @@ def generate_image(prompt: str) -> str:
 
 def conv(settings: Settings, ollama: FakeOllama, lang: str = "en", **over: object) -> Conversation:
     s = settings.model_copy(update={"ollama_host": ollama.url, **over})
-    return Conversation(s, OllamaGateway(s), ollama_chat_model(s), [generate_image], lang)
+    return Conversation(s, OllamaGateway(s), chat_model_factory(s), [generate_image],
+                        ChatState.start(lang))
 
 
 async def test_start_greets_and_gets_ready(settings: Settings, ollama: FakeOllama) -> None:

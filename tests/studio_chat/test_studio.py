@@ -9,6 +9,7 @@ from langchain_ollama import ChatOllama
 
 from assistant.studio.flow import Studio, upscale_size
 from assistant.studio.runner import ImageRunner
+from assistant.studio.state import StudioSession
 from tests.support.fake_ollama import FakeOllama, Reply
 from tests.support.recording_ui import RecordingUI
 from tools.engines.fake import FakeEngine
@@ -43,7 +44,7 @@ def engine() -> FakeEngine:
 def studio(ollama: FakeOllama, engine: FakeEngine, tmp_path: Path, lang: str = "en") -> Studio:
     runner = ImageRunner(engine, output_dir=tmp_path / "images")
     model = ChatOllama(model="qwen3-vl:8b", base_url=ollama.url)
-    return Studio(model, runner.run, lang=lang)
+    return Studio(model, runner.run, state=StudioSession(lang=lang))
 
 
 async def go(s: Studio, ollama: FakeOllama, ui: RecordingUI) -> None:
@@ -61,8 +62,8 @@ async def test_go_draws_with_card_then_offers_next_steps(
     assert len(engine.calls) == 1 and engine.calls[0].request.prompt.startswith("a red fox")
     assert ui.names() == ["more", "quick", "variations", "tweak", "upscale", "new"]
     assert s.counter.total == 1  # GO skipped the interview: only the spec call
-    gen, path = s.last[0]
-    assert f"Seed: {gen.seed}," in (read_png_parameters(path) or "")
+    shown = s.last[0]
+    assert f"Seed: {shown.seed}," in (read_png_parameters(shown.path) or "")
 
 
 async def test_quick_previews_then_full_quality_of_the_chosen_seed(
@@ -74,7 +75,7 @@ async def test_quick_previews_then_full_quality_of_the_chosen_seed(
     quick = engine.calls[-1].request
     assert quick.fast and quick.batch_size == 4 and quick.prompt == engine.calls[0].request.prompt
     fulls = [a for a in ui.shown[-1][1] if a.name == "full"]
-    seeds = [g.seed for g, _ in s.last]
+    seeds = [shown.seed for shown in s.last]
     assert [a.payload["seed"] for a in fulls] == seeds and len(set(seeds)) == 4
     await s.on_action("full", fulls[2].payload, ui)
     full = engine.calls[-1].request
@@ -88,9 +89,9 @@ async def test_more_makes_four_new_seeds(
 ) -> None:
     s, ui = studio(ollama, engine, tmp_path), RecordingUI()
     await go(s, ollama, ui)
-    first = s.last[0][0].seed
+    first = s.last[0].seed
     await s.on_action("more", {}, ui)
-    seeds = [g.seed for g, _ in s.last]
+    seeds = [shown.seed for shown in s.last]
     assert len(seeds) == 4 and first not in seeds
     assert s.counter.total == 1  # no LLM call for "more"
 
@@ -100,7 +101,7 @@ async def test_variations_then_pick_draws_that_variant_with_same_seed(
 ) -> None:
     s, ui = studio(ollama, engine, tmp_path), RecordingUI()
     await go(s, ollama, ui)
-    seed = s.last[0][0].seed
+    seed = s.last[0].seed
     ollama.enqueue(Reply(data=VARIANTS))
     await s.on_action("variations", {}, ui)
     text, picks = ui.shown[-1]
@@ -110,7 +111,7 @@ async def test_variations_then_pick_draws_that_variant_with_same_seed(
     assert len(prompts) == 4
     await s.on_action("pick", picks[2].payload, ui)
     assert engine.calls[-1].request.prompt == s.variants[2].positive
-    assert s.last[0][0].seed == seed
+    assert s.last[0].seed == seed
     assert s.counter.total == 2  # spec + variations: ≤ 2 LLM calls per image
 
 
@@ -119,12 +120,12 @@ async def test_tweak_keeps_seed_and_rewrites_prompt(
 ) -> None:
     s, ui = studio(ollama, engine, tmp_path), RecordingUI()
     await go(s, ollama, ui)
-    seed = s.last[0][0].seed
+    seed = s.last[0].seed
     await s.on_action("tweak", {}, ui)
     assert str(seed) in ui.said[-1] and s.wants_message
     ollama.enqueue(Reply(data={**SPEC, "lighting": "moonlight"}))
     await s.on_message("make it night", ui)
-    assert s.last[0][0].seed == seed
+    assert s.last[0].seed == seed
     assert "moonlight" in engine.calls[-1].request.prompt
     assert "make it night" in s.spec.user_words  # type: ignore[union-attr]
 
@@ -134,11 +135,11 @@ async def test_upscale_is_img2img_from_last_image_at_twice_the_size(
 ) -> None:
     s, ui = studio(ollama, engine, tmp_path), RecordingUI()
     await go(s, ollama, ui)
-    gen, path = s.last[0]
+    shown = s.last[0]
     await s.on_action("upscale", {}, ui)
     req = engine.calls[-1].request
     assert (req.width, req.height) == (1024, 1024)
-    assert req.init_image == path and req.seed == gen.seed and req.strength < 0.5
+    assert req.init_image == shown.path and req.seed == shown.seed and req.strength < 0.5
 
 
 def test_upscale_size_respects_engine_limits() -> None:
@@ -188,11 +189,11 @@ async def test_panel_choices_shape_the_next_image(
     req = engine.calls[-1].request
     assert (req.steps, req.sampler) == (8, "DDIM")
     assert "bad hands" not in req.negative_prompt
-    first = s.last[0][0].seed
+    first = s.last[0].seed
     ollama.enqueue(Reply(data=SPEC))
     await s.on_action("new", {}, ui)
     await s.on_message("GO", ui)
-    assert s.last[0][0].seed == first  # locked to the last image's seed
+    assert s.last[0].seed == first  # locked to the last image's seed
 
 
 class StubBestOf:

@@ -18,6 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from assistant.chat.conversation import ChatUI
 from assistant.chat.ledger_chat import LedgerUI
+from assistant.chat.state import ChatState
 from assistant.chat.vision_flow import (
     DESCRIBE,
     GENERATE,
@@ -192,7 +193,7 @@ async def test_downscaled_upload_says_so(
 async def test_inpaint_button_shows_the_painter_with_what_it_needs(
     ollama: FakeOllama, settings: Settings, tmp_path: Path
 ) -> None:
-    flow, ui = make_flow(ollama, settings, FakeEngine(), lang="ja"), RecordingUI()
+    flow, ui = make_flow(ollama, settings, FakeEngine(), state=ChatState(lang="ja")), RecordingUI()
     up = upload_of(tmp_path, flow.settings, noise(80, 48))
     await flow.on_action(INPAINT, {"image_id": up.id}, ui)
     text, props = ui.painters[-1]

@@ -13,17 +13,17 @@ Everything afterwards loads from local folders with ``local_files_only=True``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tools.core.errors import EngineError, ModelMissing
+from tools.core.events import Downloading, EngineEventSink
 from tools.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# (label, done, total): bytes or files so far. Called from download worker threads.
-DownloadCallback = Callable[[str, int, "int | None"], None]
+# Hears Downloading(label, done, total) and the other engine events; from worker threads.
+DownloadCallback = EngineEventSink
 
 # A pipeline needs configs, tokenizers and component weights; not the root-level single-file
 # checkpoints, EMA/fp16 duplicates, other frameworks, or the SD1.x safety checker (A1111 and
@@ -52,7 +52,7 @@ def progress_tqdm(callback: DownloadCallback) -> type:
             total = int(self.total) if self.total else None
             try:
                 label = getattr(self, "desc", "") or self._egaki_label  # unset when disabled
-                callback(str(label), self._egaki_done, total)
+                callback(Downloading(str(label), self._egaki_done, total))
             except Exception:  # a broken progress display must not break the download
                 log.exception("download progress callback failed")
             return super().update(n)

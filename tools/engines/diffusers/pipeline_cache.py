@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tools.core.errors import ConfigError, EgakiError, EngineError
+from tools.core.events import ModelLoaded, ModelLoading, Optimising
 from tools.core.request import Mode
 from tools.core.settings import Settings
 from tools.engines.diffusers.hub import DownloadCallback, ensure_snapshot, single_file_config
@@ -75,7 +76,7 @@ def optimise_reporter(on_download: DownloadCallback | None, name: str
 
     def status(part: str) -> None:
         if on_download is not None:
-            on_download(f"optimise:{name}", 0, None)
+            on_download(Optimising(name))
 
     return status
 
@@ -207,10 +208,10 @@ class PipelineCache:
                 source = replace(source, path=path)
             self._free()
             if on_download is not None:
-                on_download(f"load:{source.name}", 0, None)  # "loading the model…" for the UI
+                on_download(ModelLoading(source.name))  # "loading the model…" for the UI
             self._current = self._load(source, key, on_download)
             if on_download is not None:
-                on_download(f"loaded:{source.name}", 1, 1)
+                on_download(ModelLoaded(source.name))
             return self._current
 
     def clear(self) -> None:
