@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prompts.loader import render
 from tools.core.errors import CapabilityMissing
+from tools.core.messages import has_japanese, language_name
 from tools.core.settings import Settings
 from tools.llm.backend import LLMGateway, make_chat_model, make_gateway
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 from tools.llm.text import dedupe_terms, lenient_text
 from vision.masks import Box, Mask, context_box, parse_box
 
@@ -108,10 +109,6 @@ class Captioner(Protocol):
 
 
 # --- helpers ----------------------------------------------------------------------------------
-def _language(lang: str) -> str:
-    return "Japanese" if lang.startswith("ja") else "English"
-
-
 def fit_within(image: Image.Image, max_side: int) -> Image.Image:
     """RGB copy of ``image`` with its longest side at most ``max_side`` px (for a VLM)."""
     im = image.convert("RGB")
@@ -225,7 +222,7 @@ class OllamaCaptioner:
         if region is not None:
             image = image.crop(region_box(image, region))
         messages: list[BaseMessage] = [
-            SystemMessage(render("caption.md", language=_language(lang))),
+            SystemMessage(render("caption.md", language=language_name(lang))),
             _image_message("Describe this picture.", image, self.max_side),
         ]
         return await self.llm.ask(
@@ -243,7 +240,7 @@ class OllamaCaptioner:
         box = region_box(image, region)
         crop = image.crop(box)
         messages: list[BaseMessage] = [
-            SystemMessage(render("region.md", language=_language(lang))),
+            SystemMessage(render("region.md", language=language_name(lang))),
             _image_message("What is in the marked area?", crop, self.max_side),
         ]
         return await self.llm.ask(
@@ -265,7 +262,7 @@ class OllamaCaptioner:
             "persons_request": instruction.strip()[:2000],
         }
         messages: list[BaseMessage] = [
-            SystemMessage(render("inpaint.md", language=_language(lang))),
+            SystemMessage(render("inpaint.md", language=language_name(lang))),
             HumanMessage(json.dumps(data, ensure_ascii=False, indent=1)),
         ]
         return await self.llm.ask(

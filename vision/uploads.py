@@ -70,7 +70,7 @@ class UploadMetadata:
     """Generation settings found in an uploaded image: sanitised strings, never code.
 
     ``request`` is the settings as an :class:`ImageRequest` when they are usable here
-    (A1111-style text only); otherwise ``request_error`` says why not, en + ja.
+    (A1111-style text only); otherwise ``request_error`` says why not, in any language.
     """
 
     source: str
@@ -78,7 +78,7 @@ class UploadMetadata:
     negative_prompt: str = ""
     params: dict[str, str] = field(default_factory=dict)
     request: ImageRequest | None = None
-    request_error: tuple[str, str] | None = None
+    request_error: InvalidRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -252,12 +252,13 @@ def extract_metadata(meta: PngMetadata | None) -> UploadMetadata | None:
             for k, v in data.items()
             if isinstance(v, (str, int, float)) and k not in ("prompt", "negative_prompt")
         }
-    request, problem = None, None
+    request: ImageRequest | None = None
+    problem: InvalidRequest | None = None
     if meta.parsed is not None:
         try:
             request = infotext_to_request(meta.parsed)
         except InvalidRequest as err:
-            problem = (err.message, err.ja)
+            problem = err
     clean_params = {
         clean_text(k, 60): clean_text(v, MAX_META_VALUE)
         for k, v in list(params.items())[:MAX_META_PARAMS]

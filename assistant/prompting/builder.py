@@ -37,8 +37,9 @@ from assistant.prompting.spec_card import setting_reason
 from assistant.prompting.variations import make_variations
 from prompts.loader import render
 from tools.core.errors import ModelOutputError
+from tools.core.messages import has_japanese, language_name
 from tools.core.samplers import canonical_sampler
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ class SpecBuilder:
 
     @staticmethod
     def _spec_messages(state: InterviewState, family: Family) -> list[BaseMessage]:
-        language = "Japanese" if state.language == "ja" else "English"
+        language = language_name(state.language)
         sizes = ", ".join(f"{a} {w}x{h}" for a, (w, h) in NATIVE_SIZES[family].items())
         system = render(
             "spec.md",

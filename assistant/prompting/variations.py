@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, field_validator
 from assistant.prompting.spec import AXES, MAX_VARIANTS, PromptSpec
 from prompts.loader import load_yaml, render
 from tools.core.errors import InvalidRequest
-from tools.llm.structured import StructuredLLM, has_japanese
+from tools.core.messages import has_japanese, language_name, localize
+from tools.llm.structured import StructuredLLM
 from tools.llm.text import lenient_text
 
 _AXIS_ALIASES = {
@@ -80,17 +81,11 @@ async def make_variations(
 ) -> list[PromptSpec]:
     """``n`` distinct one-axis variants of ``spec`` from ONE call to ``llm``."""
     if not 1 <= n <= MAX_VARIANTS:
-        raise InvalidRequest(
-            f"Ask for between 1 and {MAX_VARIANTS} variations, not {n}.",
-            f"バリエーションは 1〜{MAX_VARIANTS} 個で指定してください（{n} 個は不可）。",
-        )
+        raise InvalidRequest.of("variations_count", most=MAX_VARIANTS, n=n)
     allowed: list[str] = [axis_name(a) for a in axes] if axes else list(AXES)
     unknown = [a for a in allowed if a not in AXES]
     if unknown:
-        raise InvalidRequest(
-            f"Unknown variation axes {unknown}; choose from {', '.join(AXES)}.",
-            f"不明な軸 {unknown} です。{', '.join(AXES)} から選んでください。",
-        )
+        raise InvalidRequest.of("variations_unknown_axes", unknown=unknown, axes=", ".join(AXES))
     reply = await llm.ask(VariationsReply, _messages(spec, n, allowed), purpose="variations")
     seen = {spec.positive.casefold()}
     out: list[PromptSpec] = []
@@ -127,20 +122,16 @@ def _fill(
     while len(out) < n:
         live = [a for a in axes if cursor[a] < len(options[a])]
         if not live:
-            raise InvalidRequest(
-                f"Only {len(out)} distinct variations exist along {', '.join(axes)}; "
-                "allow more axes.",
-                f"{', '.join(axes)} では {len(out)} 種類しか作れません。軸を増やしてください。",
-            )
+            raise InvalidRequest.of("variations_too_few", n=len(out), axes=", ".join(axes))
         axis = min(live, key=lambda a: (sum(v.axis == a for v in out), axes.index(a)))
         option = options[axis][cursor[axis]]
         cursor[axis] += 1
-        _add(out, seen, spec, axis, option["value"], option[spec.language])
+        _add(out, seen, spec, axis, option["value"], localize(option, spec.language))
     return out
 
 
 def _messages(spec: PromptSpec, n: int, axes: list[str]) -> list[BaseMessage]:
-    language = "Japanese" if spec.language == "ja" else "English"
+    language = language_name(spec.language)
     system = render("variations.md", n=n, axes=", ".join(axes), language=language)
     current = {a: getattr(spec.parts, a) for a in axes}
     user = (

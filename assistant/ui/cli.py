@@ -37,12 +37,7 @@ PRIVATE_ENV = {
 def check_serving(settings: Settings) -> None:
     """Refuse to expose the chat on a network without a password."""
     if not settings.is_loopback and not settings.auth_password:
-        raise ConfigError(
-            f"Binding to {settings.host} exposes your chat to the network. Set "
-            "EGAKI_AUTH_PASSWORD, or keep EGAKI_HOST=127.0.0.1.",
-            f"{settings.host} で待ち受けるとネットワークに公開されます。EGAKI_AUTH_PASSWORD を"
-            "設定するか、EGAKI_HOST=127.0.0.1 のままにしてください。",
-        )
+        raise ConfigError.of("serving_exposed", host=settings.host)
 
 
 def apply_private_env(settings: Settings) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.chainlit_client import AppProcess, ChatClient
+from tests.support.app_process import AppProcess, ChatClient
 from tests.realmodel.conftest import ALIAS
 from tests.realmodel.llm_server import LlamaServer
 

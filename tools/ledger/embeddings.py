@@ -89,22 +89,11 @@ class HashEmbedder:
 
 
 def _unavailable(host: str) -> OllamaUnavailable:
-    return OllamaUnavailable(
-        f"Can't reach Ollama at {host} for search embeddings. Start it with `ollama serve`; "
-        "until then search matches words only.",
-        f"検索用の埋め込みのため Ollama（{host}）に接続できません。`ollama serve` で起動して"
-        "ください。それまでは単語一致で検索します。",
-    )
+    return OllamaUnavailable.of("embed_ollama_down", host=host)
 
 
 def _missing(model: str) -> ModelMissing:
-    return ModelMissing(
-        f"The embedding model `{model}` is not installed in Ollama. Run `ollama pull {model}` "
-        "(or set EGAKI_EMBED_MODEL); until then search matches words only.",
-        f"埋め込みモデル `{model}` が Ollama にありません。`ollama pull {model}` を実行して"
-        "ください（または EGAKI_EMBED_MODEL を設定）。それまでは単語一致で検索します。",
-        model=model,
-    )
+    return ModelMissing.of("embed_model_missing", model=model)
 
 
 class OllamaEmbedder:
@@ -133,18 +122,12 @@ class OllamaEmbedder:
         except ollama.ResponseError as err:
             if err.status_code == 404:
                 raise _missing(self.model) from err
-            raise EgakiError(
-                f"Ollama could not embed text with `{self.model}`: {err.error}",
-                f"Ollama が `{self.model}` で埋め込みを作れませんでした: {err.error}",
-            ) from err
+            raise EgakiError.of("embed_failed", model=self.model, error=err.error) from err
         except (ConnectionError, httpx.TransportError) as err:
             raise _unavailable(self.host) from err
         vectors = [list(map(float, v)) for v in resp.embeddings]
         if len(vectors) != len(texts):
-            raise EgakiError(
-                f"Ollama returned {len(vectors)} embeddings for {len(texts)} texts.",
-                f"Ollama の埋め込み数が合いません（{len(vectors)} / {len(texts)}）。",
-            )
+            raise EgakiError.of("embed_count", got=len(vectors), texts=len(texts))
         return vectors
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
