@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.app_process import AppProcess, ChatClient
 from tests.realmodel.conftest import ALIAS
 from tests.realmodel.llm_server import LlamaServer
+from tests.support.app_process import AppProcess, ChatClient
 
 pytestmark = pytest.mark.slow
 
