@@ -31,7 +31,7 @@ from assistant.ui import compat as chainlit_compat
 from assistant.ui.persistence import local_user, make_data_layer, mount_files
 from assistant.ui.render import ACTION, ChainlitUI, ImageReporter, widgets
 from tools.core.errors import EgakiError
-from tools.core.messages import msg
+from tools.core.messages import detect_language, msg
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +69,68 @@ else:
         return local_user(headers)
 
 
+# Start-up futures run past the handler that began them; keep them referenced.
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
 async def _conversation() -> Conversation:
-    """This session's chat, opened by the composition root on first use."""
+    """This chat's Conversation. Concurrent first callers share one build.
+
+    Chainlit does not hold a message back until ``on_chat_start`` has finished
+    (``chainlit/socket.py``: ``client_message`` starts ``process_message`` at once), so
+    without this a message arriving during the start built a second Conversation, and
+    whichever was stored last lost the other's history.
+    """
+    build = cl.user_session.get("conversation_build")
+    # (a resumed thread's saved session holds None here: futures are not saved)
+    if not isinstance(build, asyncio.Future) or (
+        build.done() and (build.cancelled() or build.exception() is not None)
+    ):
+        build = asyncio.ensure_future(_build_conversation())
+        cl.user_session.set("conversation_build", build)
+    return await asyncio.shield(build)
+
+
+async def _build_conversation() -> Conversation:
+    """This session's chat, opened by the composition root."""
     conv = cl.user_session.get("conversation")
-    if conv is None:
-        session = cl.context.session
-        state = ChatState.start(getattr(session, "language", None) or "en",
-                                session.thread_id or "")
-        reporter = ImageReporter(lambda: state.lang)
-        cl.user_session.set("reporter", reporter)
-        conv = await APP.open_chat(state, reporter)
-        cl.user_session.set("conversation", conv)
+    if isinstance(conv, Conversation):
+        return conv
+    session = cl.context.session
+    state = ChatState.start(getattr(session, "language", None) or "en", session.thread_id or "")
+    reporter = ImageReporter(lambda: state.lang)
+    cl.user_session.set("reporter", reporter)
+    conv = await APP.open_chat(state, reporter)
+    cl.user_session.set("conversation", conv)
     return conv
+
+
+async def _started() -> Conversation:
+    """The Conversation once the chat's start (panel, model check) is over.
+
+    Every handler waits here: a message typed while the chat was still starting is
+    answered after the start instead of racing it.
+    """
+    startup = _startup()
+    if startup is not None and not startup.done():
+        await asyncio.shield(startup)  # its own failures were already shown in the chat
+    return await _conversation()
+
+
+def _startup() -> asyncio.Future[None] | None:
+    """A new chat's start (panel, model check), begun once by whichever handler comes
+    first (a message can arrive before ``on_chat_start`` runs); None when resuming."""
+    startup = cl.user_session.get("startup")
+    if not isinstance(startup, asyncio.Future) and not cl.context.session.thread_id_to_resume:
+        startup = asyncio.ensure_future(_start_chat())
+        cl.user_session.set("startup", startup)
+        _BACKGROUND.add(startup)
+        startup.add_done_callback(_BACKGROUND.discard)
+    return startup if isinstance(startup, asyncio.Future) else None
+
+
+def _browser_lang() -> str:
+    return detect_language("", fallback=getattr(cl.context.session, "language", None) or "en")
 
 
 @cl.set_starters
@@ -104,9 +154,29 @@ async def _send_panel(conv: Conversation) -> None:
 
 @cl.on_chat_start
 async def on_chat_start() -> None:
-    conv = await _conversation()
+    """Greet at once; open the ledger, find the device and check the model afterwards.
+
+    While this handler runs, Chainlit's composer ignores Enter (``useChatData().disabled``
+    is true while ``loading``), and until the first message appears it shows the welcome
+    screen, whose composer (and whatever was typed into it) is replaced when that message
+    arrives. So the handler only greets; the slow start runs after it returns, and
+    messages sent meanwhile wait for it in :func:`_started`. The browser side of the
+    same fix is ``public/egaki-composer.js``.
+    """
+    await ChainlitUI().say(msg("welcome", _browser_lang()))
+    _startup()
+
+
+async def _start_chat() -> None:
+    try:
+        conv = await _conversation()
+    except Exception as err:  # the chat must say so rather than stay silent
+        log.exception("Could not start the chat")
+        error = msg("internal_error", _browser_lang(), error=type(err).__name__)
+        await cl.Message(content=error).send()
+        return
     await _send_panel(conv)
-    await conv.start(ChainlitUI())
+    await _guard(conv, conv.ensure_model(ChainlitUI()), "starting the chat")
 
 
 def _remember(conv: Conversation) -> None:
@@ -128,7 +198,7 @@ async def on_chat_resume(thread: ThreadDict) -> None:
 
 @cl.on_settings_update
 async def on_settings_update(values: dict[str, Any]) -> None:
-    conv = await _conversation()
+    conv = await _started()
     try:
         merged = {**(cl.user_session.get("chat_settings") or {}), **values}
         await conv.apply_panel(merged, ChainlitUI())
@@ -138,7 +208,7 @@ async def on_settings_update(values: dict[str, Any]) -> None:
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
-    conv = await _conversation()
+    conv = await _started()
 
     async def turn() -> None:
         files = [
@@ -184,7 +254,7 @@ async def _stoppable(work: Any) -> None:
 
 async def _press(name: str, payload: dict[str, Any], what: str) -> None:
     """Forward a button press (typed and routed by the chat's action table)."""
-    conv = await _conversation()
+    conv = await _started()
     await _stoppable(_guard(conv, conv.on_action(name, payload, ChainlitUI()), what))
 
 
