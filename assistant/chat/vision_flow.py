@@ -161,6 +161,9 @@ class VisionFlow:
     async def on_upload(self, upload: Upload, ui: VisionUI) -> None:
         """Show the PNG's settings as data with two choices, or describe the picture."""
         self.uploads[upload.id] = upload
+        if upload.frames > 1:
+            await ui.say(msg("upload_first_frame", self.lang, name=upload.original_name,
+                             frames=upload.frames))
         if upload.downscaled:
             w, h = upload.original_size
             await ui.say(

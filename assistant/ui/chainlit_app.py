@@ -41,6 +41,7 @@ APP: App = shared_app()
 def _install(app: App) -> None:
     """What Chainlit's server needs before it serves: local assets, the files route."""
     chainlit_compat.serve_local_assets_only()
+    chainlit_compat.accept_empty_uploads()
     mount_files(chainlit_server, app.chat_files)
 
 

@@ -84,4 +84,7 @@ class Message:
     values: Mapping[str, Any] = field(default_factory=dict)
 
     def render(self, lang: str) -> str:
-        return msg(self.key, lang, **self.values)
+        """The text in ``lang``; values that are Messages themselves render in it too."""
+        values = {k: v.render(lang) if isinstance(v, Message) else v
+                  for k, v in self.values.items()}
+        return msg(self.key, lang, **values)
