@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from chainlit.data import get_data_layer
 from chainlit.server import app as chainlit_server
 from chainlit.types import ThreadDict
 from starlette.datastructures import Headers
@@ -209,6 +210,8 @@ async def on_settings_update(values: dict[str, Any]) -> None:
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
+    if cl.user_session.get("first_words") is None:  # what Chainlit names the thread after
+        cl.user_session.set("first_words", message.content or "")
     conv = await _started()
 
     async def turn() -> None:
@@ -222,19 +225,51 @@ async def on_message(message: cl.Message) -> None:
         else:
             await conv.on_message(message.content, ChainlitUI())
 
-    await _guard(conv, turn(), "a chat turn")
+    await _guard(conv, turn(), "a chat turn", message.content or "")
 
 
-async def _guard(conv: Conversation, work: Any, what: str) -> None:
-    """Run one handler's work; every failure becomes a message, the chat stays usable."""
+async def _guard(conv: Conversation, work: Any, what: str, words: str = "") -> None:
+    """Run one handler's work; every failure becomes a message, the chat stays usable.
+
+    After a successful turn the chat's state is saved with the thread (and the thread
+    named once): see :func:`_save_thread`.
+    """
     try:
         await work
         _remember(conv)
+        await _save_thread(conv, words)
     except EgakiError as err:
         await cl.Message(content=err.localized(conv.lang)).send()
     except Exception as err:  # the UI is the one place that catches everything
         log.exception("Unexpected error in %s", what)
         await cl.Message(content=msg("internal_error", conv.lang, error=type(err).__name__)).send()
+
+
+async def _save_thread(conv: Conversation, words: str) -> None:
+    """Save Egaki's state with the thread now, and name the thread once.
+
+    Chainlit saves the user session only when the page goes away; a turn that ends after
+    that (a picture whose tab was closed) would leave the reopened chat without its
+    buttons and memory. The name: Chainlit names a thread after the first message's text
+    ("" for a picture sent alone, "GO"); Egaki replaces that automatic name once, with the
+    person's words or the picture's caption (:meth:`Conversation.title`), never a name
+    the person gave it.
+    """
+    session = cl.context.session
+    layer = get_data_layer()
+    if layer is None or not session.thread_id or not session.has_first_interaction:
+        return
+    metadata: dict[str, Any] = {"egaki": conv.snapshot()}
+    name: str | None = None
+    if not cl.user_session.get("egaki_named"):
+        title = conv.title(words)
+        thread = await layer.get_thread(session.thread_id) if title else None
+        automatic = ("", cl.user_session.get("first_words") or "")
+        if title and (thread is None or (thread.get("name") or "") in automatic):
+            name = title
+            metadata["egaki_named"] = True
+            cl.user_session.set("egaki_named", True)
+    await layer.update_thread(session.thread_id, name=name, metadata=metadata)
 
 
 async def _stoppable(work: Any) -> None:
