@@ -3,8 +3,10 @@
 :func:`load_upload` is the only way an uploaded file enters the app:
 
 1. size — empty files and files over :data:`MAX_UPLOAD_BYTES` are refused unread;
-2. type — the first bytes must be PNG, JPEG or WebP (the name and the browser's declared
-   MIME type are not trusted: a PDF renamed ``.png`` is still a PDF);
+2. type — the first bytes must be PNG, JPEG, WebP, GIF, BMP, TIFF, AVIF or HEIC (HEIC
+   only with the optional ``pillow-heif``); the name and the browser's declared MIME
+   type are not trusted: a PDF renamed ``.png`` is still a PDF. Animated GIF/WebP and
+   multi-page TIFF give their first frame;
 3. pixels — the header's width × height is checked *before* decoding, so a small file
    that claims 30000×30000 (a decompression bomb) never allocates its pixels;
 4. decode — truncated or damaged files become :class:`InvalidRequest`, en + ja;
@@ -32,6 +34,7 @@ from typing import Literal
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tools.core.errors import InvalidRequest
+from tools.core.messages import Message
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.infotext.png import PngMetadata, comfyui_summary, read_png_metadata
@@ -44,21 +47,32 @@ MAX_META_TEXT = 4000  # per prompt; real prompts are far shorter
 MAX_META_VALUE = 200  # per settings value
 MAX_META_PARAMS = 40
 
-ImageKind = Literal["png", "jpeg", "webp"]
+ImageKind = Literal["png", "jpeg", "webp", "gif", "bmp", "tiff", "avif", "heif"]
 # What PIL may call each kind (phones write multi-picture JPEGs, which PIL names MPO).
+# Image.open only tries these plugins: never EPS (Ghostscript) or other exotic readers.
 _PIL_FORMATS: dict[ImageKind, tuple[str, ...]] = {
     "png": ("PNG",),
     "jpeg": ("JPEG", "MPO"),
     "webp": ("WEBP",),
+    "gif": ("GIF",),
+    "bmp": ("BMP",),
+    "tiff": ("TIFF",),
+    "avif": ("AVIF",),  # built into Pillow's wheels (libavif) since 11.2
+    "heif": ("HEIF",),  # registered by the optional pillow-heif
 }
-# Other signatures, only to tell the user what they sent instead.
+HEAD_BYTES = 512
+_AVIF_BRANDS = (b"avif", b"avis")
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
+                b"mif1", b"msf1")
+_VIDEO_BRANDS = (b"isom", b"iso2", b"mp41", b"mp42", b"M4V ", b"qt  ", b"3gp4", b"3gp5",
+                 b"avc1", b"dash")
+# Other signatures, only to tell the user what they sent instead (a catalogue key each).
 _OTHER_KINDS: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF", "a PDF document"),
-    (b"GIF8", "a GIF image"),
-    (b"PK\x03\x04", "a ZIP archive"),
-    (b"BM", "a BMP image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
+    (b"%PDF", "upload_found_pdf"),
+    (b"PK\x03\x04", "upload_found_zip"),
+    (b"\x1aE\xdf\xa3", "upload_found_video"),  # Matroska / WebM
+    (b"RIFF", "upload_found_riff"),
+    (b"8BPS", "upload_found_psd"),
 )
 _ID = re.compile(r"^[0-9a-f]{16}$")
 # C0/C1 controls and bidi overrides (which can disguise text); newlines and tabs stay.
@@ -93,6 +107,7 @@ class Upload:
     kind: ImageKind
     original_size: tuple[int, int]
     metadata: UploadMetadata | None = None
+    frames: int = 1  # > 1: an animation or multi-page file; the first frame is used
 
     @property
     def downscaled(self) -> bool:
@@ -110,25 +125,60 @@ def uploads_dir(settings: Settings) -> Path:
 
 
 def sniff(head: bytes) -> ImageKind | None:
-    """The image kind from the first bytes, or None if not PNG/JPEG/WebP."""
+    """The image kind from the first bytes, or None if not one Egaki opens."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if head.startswith(b"\xff\xd8\xff"):
         return "jpeg"
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head.startswith(b"BM") and len(head) >= 18 and head[14] in (12, 40, 52, 56, 64, 108, 124):
+        return "bmp"  # "BM" + a known DIB header size: not just any text starting "BM"
+    if head.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    if len(head) >= 12 and head[4:8] == b"ftyp":  # ISO media: AVIF, HEIC, or a video
+        size = int.from_bytes(head[:4], "big")
+        brands = [head[8:12]] + [head[i:i + 4] for i in range(16, min(size, len(head)), 4)]
+        if any(b in _AVIF_BRANDS for b in brands):
+            return "avif"
+        if any(b in _HEIF_BRANDS for b in brands):
+            return "heif"
     return None
 
 
-def _what_is(head: bytes) -> str:
-    for magic, label in _OTHER_KINDS:
+def _what_is(head: bytes) -> Message | str:
+    """What the bytes are instead of a usable picture (a catalogue message), or ""."""
+    for magic, key in _OTHER_KINDS:
         if head.startswith(magic):
-            return label
+            return Message(key)
+    if len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _VIDEO_BRANDS:
+        return Message("upload_found_video")
     try:
-        head.decode("utf-8")
+        text = head.decode("utf-8")
     except UnicodeDecodeError:
         return ""
-    return "a text file" if head.strip() else ""
+    if "<svg" in text.lower():
+        return Message("upload_found_svg")
+    return Message("upload_found_text") if text.strip() else ""
+
+
+_HEIF_READY: bool | None = None
+
+
+def heif_available() -> bool:
+    """Whether HEIC/HEIF can be opened: the optional pillow-heif, registered once."""
+    global _HEIF_READY
+    if _HEIF_READY is None:
+        try:
+            from pillow_heif import register_heif_opener
+        except ImportError:
+            _HEIF_READY = False
+        else:
+            register_heif_opener()
+            _HEIF_READY = True
+    return _HEIF_READY
 
 
 def clean_text(value: object, limit: int = MAX_META_TEXT) -> str:
@@ -146,14 +196,15 @@ def open_checked(
     The kind comes from the bytes; the header's size is checked before pixels are
     decoded. Raises :class:`InvalidRequest` (en + ja) with what to do next.
     """
-    head = data[:32] if isinstance(data, bytes) else _read_head(data)
+    head = data[:HEAD_BYTES] if isinstance(data, bytes) else _read_head(data)
     kind = sniff(head)
     if kind is None:
-        found = _what_is(head)
-        shown = f" ({found})" if found else ""
-        raise InvalidRequest.of("upload_not_image", name=name, found=shown)
+        raise InvalidRequest.of("upload_not_image", name=name, found=_what_is(head))
+    if kind == "heif" and not heif_available():
+        raise InvalidRequest.of("upload_heic_missing", name=name)
     try:
-        im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+        im = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data,
+                        formats=_PIL_FORMATS[kind])
     except Image.DecompressionBombError as err:  # PIL's own cap, far above ours
         width, height = _png_size(head) or (0, 0)
         raise InvalidRequest.of(
@@ -192,7 +243,7 @@ def _png_size(head: bytes) -> tuple[int, int] | None:
 
 def _read_head(path: Path) -> bytes:
     with path.open("rb") as fh:
-        return fh.read(32)
+        return fh.read(HEAD_BYTES)
 
 
 def normalise(im: Image.Image, max_side: int = WORK_MAX_SIDE) -> Image.Image:
@@ -302,6 +353,7 @@ def load_upload(
     im, kind = open_checked(raw, shown, max_pixels=max_pixels)
     with im:
         original_size = im.size
+        frames = int(getattr(im, "n_frames", 1) or 1)
         meta = extract_metadata(read_png_metadata(im)) if kind == "png" else None
         work = normalise(im, max_side)
     image_id = hashlib.sha256(raw).hexdigest()[:16]
@@ -315,6 +367,7 @@ def load_upload(
         kind=kind,
         original_size=original_size,
         metadata=meta,
+        frames=frames,
     )
 
 

@@ -121,6 +121,21 @@ class Conversation:
         await ui.say(msg("welcome", self.lang))
         await self.ensure_model(ui)
 
+    def title(self, words: str) -> str:
+        """A name for this chat after a successful turn: the person's own ``words`` when
+        they say something ("GO" says little), else the latest picture's caption, the
+        prompt's words or its subject; "" when there is nothing worth a name yet."""
+        spec = self.state.studio.spec
+        captions = [d.summary for d in self.vision.descriptions.values()] if self.vision else []
+        candidates = [words, *captions[-1:]]
+        if spec is not None:
+            candidates += [" ".join(spec.user_words), spec.parts.subject]
+        for text in candidates:
+            text = " ".join(text.split())
+            if len(text) >= TITLE_MIN_CHARS and text.upper() not in TITLE_SAYS_LITTLE:
+                return _trim(text)
+        return ""
+
     async def ensure_model(self, ui: ChatUI) -> bool:
         """Make the chat model usable; tell the user what to do when it isn't."""
         model = self.settings.chat_model
@@ -325,3 +340,12 @@ class Conversation:
 
 
 __all__ = ["ChatUI", "Conversation", "unavailable"]
+
+
+TITLE_MIN_CHARS = 4  # "GO", "はい": too little to name a chat after
+TITLE_MAX_CHARS = 40
+TITLE_SAYS_LITTLE = frozenset({"GO", "OK", "YES", "おまかせ", "そのまま", "おねがい"})
+
+
+def _trim(text: str) -> str:
+    return text if len(text) <= TITLE_MAX_CHARS else text[: TITLE_MAX_CHARS - 1].rstrip() + "…"

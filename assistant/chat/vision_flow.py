@@ -14,9 +14,8 @@ same ``runner`` the studio uses, so every result is saved with its metadata.
   under the mask → propose a prompt for that area only → inpaint → before/after. Until
   then the chat's :class:`~assistant.chat.state.InpaintState` remembers the image, so a
   typed ``x,y,w,h`` box (:meth:`~VisionFlow.on_message`) or an uploaded mask
-  (:meth:`~VisionFlow.on_mask_upload`) does the same.
-
-Buttons are typed actions (:mod:`assistant.studio.actions`) routed by :attr:`VisionFlow.table`.
+  (:meth:`~VisionFlow.on_mask_upload`) does the same. Buttons are typed actions
+  (:mod:`assistant.studio.actions`) routed by :attr:`VisionFlow.table`.
 
 Nothing read from a file's metadata is ever sent to a model: it is only displayed, in
 code blocks, and reused verbatim as generation settings when the user asks for that.
@@ -161,6 +160,9 @@ class VisionFlow:
     async def on_upload(self, upload: Upload, ui: VisionUI) -> None:
         """Show the PNG's settings as data with two choices, or describe the picture."""
         self.uploads[upload.id] = upload
+        if upload.frames > 1:
+            await ui.say(msg("upload_first_frame", self.lang, name=upload.original_name,
+                             frames=upload.frames))
         if upload.downscaled:
             w, h = upload.original_size
             await ui.say(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import chainlit as cl
+from chainlit.data import get_data_layer
 from chainlit.server import app as chainlit_server
 from chainlit.types import ThreadDict
 from starlette.datastructures import Headers
@@ -31,7 +32,7 @@ from assistant.ui import compat as chainlit_compat
 from assistant.ui.persistence import local_user, make_data_layer, mount_files
 from assistant.ui.render import ACTION, ChainlitUI, ImageReporter, widgets
 from tools.core.errors import EgakiError
-from tools.core.messages import msg
+from tools.core.messages import detect_language, msg
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ APP: App = shared_app()
 def _install(app: App) -> None:
     """What Chainlit's server needs before it serves: local assets, the files route."""
     chainlit_compat.serve_local_assets_only()
+    chainlit_compat.accept_empty_uploads()
     mount_files(chainlit_server, app.chat_files)
 
 
@@ -69,18 +71,68 @@ else:
         return local_user(headers)
 
 
+# Start-up futures run past the handler that began them; keep them referenced.
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
 async def _conversation() -> Conversation:
-    """This session's chat, opened by the composition root on first use."""
+    """This chat's Conversation. Concurrent first callers share one build.
+
+    Chainlit does not hold a message back until ``on_chat_start`` has finished
+    (``chainlit/socket.py``: ``client_message`` starts ``process_message`` at once), so
+    without this a message arriving during the start built a second Conversation, and
+    whichever was stored last lost the other's history.
+    """
+    build = cl.user_session.get("conversation_build")
+    # (a resumed thread's saved session holds None here: futures are not saved)
+    if not isinstance(build, asyncio.Future) or (
+        build.done() and (build.cancelled() or build.exception() is not None)
+    ):
+        build = asyncio.ensure_future(_build_conversation())
+        cl.user_session.set("conversation_build", build)
+    return await asyncio.shield(build)
+
+
+async def _build_conversation() -> Conversation:
+    """This session's chat, opened by the composition root."""
     conv = cl.user_session.get("conversation")
-    if conv is None:
-        session = cl.context.session
-        state = ChatState.start(getattr(session, "language", None) or "en",
-                                session.thread_id or "")
-        reporter = ImageReporter(lambda: state.lang)
-        cl.user_session.set("reporter", reporter)
-        conv = await APP.open_chat(state, reporter)
-        cl.user_session.set("conversation", conv)
+    if isinstance(conv, Conversation):
+        return conv
+    session = cl.context.session
+    state = ChatState.start(getattr(session, "language", None) or "en", session.thread_id or "")
+    reporter = ImageReporter(lambda: state.lang)
+    cl.user_session.set("reporter", reporter)
+    conv = await APP.open_chat(state, reporter)
+    cl.user_session.set("conversation", conv)
     return conv
+
+
+async def _started() -> Conversation:
+    """The Conversation once the chat's start (panel, model check) is over.
+
+    Every handler waits here: a message typed while the chat was still starting is
+    answered after the start instead of racing it.
+    """
+    startup = _startup()
+    if startup is not None and not startup.done():
+        await asyncio.shield(startup)  # its own failures were already shown in the chat
+    return await _conversation()
+
+
+def _startup() -> asyncio.Future[None] | None:
+    """A new chat's start (panel, model check), begun once by whichever handler comes
+    first (a message can arrive before ``on_chat_start`` runs); None when resuming."""
+    startup = cl.user_session.get("startup")
+    if not isinstance(startup, asyncio.Future) and not cl.context.session.thread_id_to_resume:
+        startup = asyncio.ensure_future(_start_chat())
+        cl.user_session.set("startup", startup)
+        _BACKGROUND.add(startup)
+        startup.add_done_callback(_BACKGROUND.discard)
+    return startup if isinstance(startup, asyncio.Future) else None
+
+
+def _browser_lang() -> str:
+    return detect_language("", fallback=getattr(cl.context.session, "language", None) or "en")
 
 
 @cl.set_starters
@@ -99,9 +151,29 @@ async def _send_panel(conv: Conversation) -> None:
 
 @cl.on_chat_start
 async def on_chat_start() -> None:
-    conv = await _conversation()
+    """Greet at once; open the ledger, find the device and check the model afterwards.
+
+    While this handler runs, Chainlit's composer ignores Enter (``useChatData().disabled``
+    is true while ``loading``), and until the first message appears it shows the welcome
+    screen, whose composer (and whatever was typed into it) is replaced when that message
+    arrives. So the handler only greets; the slow start runs after it returns, and
+    messages sent meanwhile wait for it in :func:`_started`. The browser side of the
+    same fix is ``public/egaki-composer.js``.
+    """
+    await ChainlitUI().say(msg("welcome", _browser_lang()))
+    _startup()
+
+
+async def _start_chat() -> None:
+    try:
+        conv = await _conversation()
+    except Exception as err:  # the chat must say so rather than stay silent
+        log.exception("Could not start the chat")
+        error = msg("internal_error", _browser_lang(), error=type(err).__name__)
+        await cl.Message(content=error).send()
+        return
     await _send_panel(conv)
-    await conv.start(ChainlitUI())
+    await _guard(conv, conv.ensure_model(ChainlitUI()), "starting the chat")
 
 
 def _remember(conv: Conversation) -> None:
@@ -123,7 +195,7 @@ async def on_chat_resume(thread: ThreadDict) -> None:
 
 @cl.on_settings_update
 async def on_settings_update(values: dict[str, Any]) -> None:
-    conv = await _conversation()
+    conv = await _started()
     try:
         merged = {**(cl.user_session.get("chat_settings") or {}), **values}
         await conv.apply_panel(merged, ChainlitUI())
@@ -133,7 +205,9 @@ async def on_settings_update(values: dict[str, Any]) -> None:
 
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
-    conv = await _conversation()
+    if cl.user_session.get("first_words") is None:  # what Chainlit names the thread after
+        cl.user_session.set("first_words", message.content or "")
+    conv = await _started()
 
     async def turn() -> None:
         files = [
@@ -146,19 +220,51 @@ async def on_message(message: cl.Message) -> None:
         else:
             await conv.on_message(message.content, ChainlitUI())
 
-    await _guard(conv, turn(), "a chat turn")
+    await _guard(conv, turn(), "a chat turn", message.content or "")
 
 
-async def _guard(conv: Conversation, work: Any, what: str) -> None:
-    """Run one handler's work; every failure becomes a message, the chat stays usable."""
+async def _guard(conv: Conversation, work: Any, what: str, words: str = "") -> None:
+    """Run one handler's work; every failure becomes a message, the chat stays usable.
+
+    After a successful turn the chat's state is saved with the thread (and the thread
+    named once): see :func:`_save_thread`.
+    """
     try:
         await work
         _remember(conv)
+        await _save_thread(conv, words)
     except EgakiError as err:
         await cl.Message(content=err.localized(conv.lang)).send()
     except Exception as err:  # the UI is the one place that catches everything
         log.exception("Unexpected error in %s", what)
         await cl.Message(content=msg("internal_error", conv.lang, error=type(err).__name__)).send()
+
+
+async def _save_thread(conv: Conversation, words: str) -> None:
+    """Save Egaki's state with the thread now, and name the thread once.
+
+    Chainlit saves the user session only when the page goes away; a turn that ends after
+    that (a picture whose tab was closed) would leave the reopened chat without its
+    buttons and memory. The name: Chainlit names a thread after the first message's text
+    ("" for a picture sent alone, "GO"); Egaki replaces that automatic name once, with the
+    person's words or the picture's caption (:meth:`Conversation.title`), never a name
+    the person gave it.
+    """
+    session = cl.context.session
+    layer = get_data_layer()
+    if layer is None or not session.thread_id or not session.has_first_interaction:
+        return
+    metadata: dict[str, Any] = {"egaki": conv.snapshot()}
+    name: str | None = None
+    if not cl.user_session.get("egaki_named"):
+        title = conv.title(words)
+        thread = await layer.get_thread(session.thread_id) if title else None
+        automatic = ("", cl.user_session.get("first_words") or "")
+        if title and (thread is None or (thread.get("name") or "") in automatic):
+            name = title
+            metadata["egaki_named"] = True
+            cl.user_session.set("egaki_named", True)
+    await layer.update_thread(session.thread_id, name=name, metadata=metadata)
 
 
 async def _stoppable(work: Any) -> None:
@@ -179,7 +285,7 @@ async def _stoppable(work: Any) -> None:
 
 async def _press(name: str, payload: dict[str, Any], what: str) -> None:
     """Forward a button press (typed and routed by the chat's action table)."""
-    conv = await _conversation()
+    conv = await _started()
     await _stoppable(_guard(conv, conv.on_action(name, payload, ChainlitUI()), what))
 
 

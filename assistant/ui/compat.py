@@ -49,3 +49,30 @@ def serve_local_assets_only() -> None:
 
     get_html_template._egaki_fixed = True  # type: ignore[attr-defined]
     server.get_html_template = get_html_template
+
+
+def accept_empty_uploads() -> None:
+    """Let an empty (0-byte) upload reach the app, which explains it in the chat.
+
+    ``WebsocketSession.persist_file`` treats ``content=b""`` as "no content" and raises
+    ``ValueError`` (chainlit/session.py:179), so ``POST /project/file`` answers 500 and
+    the browser shows only an English "Upload failed" toast. An empty file is written as
+    such instead; :func:`vision.uploads.load_upload` then says so in the user's language.
+    """
+    from chainlit.session import WebsocketSession
+
+    original = WebsocketSession.persist_file
+    if getattr(original, "_egaki_fixed", False):
+        return
+
+    async def persist_file(self: Any, name: str, mime: str, path: str | None = None,
+                           content: bytes | str | None = None) -> Any:
+        if path is None and content is not None and len(content) == 0:
+            self.files_dir.mkdir(parents=True, exist_ok=True)
+            empty = self.files_dir / ".egaki-empty"
+            empty.touch()
+            return await original(self, name=name, mime=mime, path=str(empty))
+        return await original(self, name=name, mime=mime, path=path, content=content)
+
+    persist_file._egaki_fixed = True  # type: ignore[attr-defined]
+    WebsocketSession.persist_file = persist_file  # type: ignore[method-assign]

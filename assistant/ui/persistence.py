@@ -137,6 +137,19 @@ class EgakiDataLayer(SQLAlchemyDataLayer):
         bound = {key: _bindable(value) for key, value in parameters.items()}
         return await super().execute_sql(query, bound)
 
+    async def update_thread(
+        self,
+        thread_id: str,
+        name: str | None = None,
+        user_id: str | None = None,
+        metadata: dict | None = None,
+        tags: list[str] | None = None,
+    ) -> None:
+        """As Chainlit's, but an empty name is no name: Chainlit names a thread after its
+        first message's text, "" for a picture sent alone, which would erase a title."""
+        await super().update_thread(thread_id, name=name or None, user_id=user_id,
+                                    metadata=metadata, tags=tags)
+
     async def get_all_user_threads(
         self, user_id: str | None = None, thread_id: str | None = None
     ) -> list[ThreadDict] | None:

@@ -146,7 +146,7 @@ async def test_bad_uploads_are_explained_and_the_earlier_photo_still_works(
     photo = tmp_path / "cat.jpg"
     Image.new("RGB", (96, 64), (200, 120, 40)).save(photo, "JPEG")
     bad = {
-        "notes.png": (b"Just some notes, not a picture.\n", "not a PNG, JPEG or WebP image"),
+        "notes.png": (b"Just some notes, not a picture.\n", "not a picture I can open"),
         "cut.png": (truncated_png(), "can't be read as an image"),
         "bomb.png": (png_claiming(20_000, 20_000), "20000×20000"),
     }
@@ -161,11 +161,11 @@ async def test_bad_uploads_are_explained_and_the_earlier_photo_still_works(
         await client.wait_for(lambda c: any(map(is_generate, c.actions)))  # sent after the text
         generate = client.action(is_generate)
 
-        async with httpx.AsyncClient(cookies=client.cookies) as http:  # Chainlit's own gate
-            refused = await http.post(f"{app.url}/project/file",
-                                      params={"session_id": client.session_id},
-                                      files={"file": ("notes.txt", b"hello", "text/plain")})
-        assert refused.status_code == 400, refused.text
+        async with httpx.AsyncClient(cookies=client.cookies) as http:  # Chainlit lets all in
+            taken = await http.post(f"{app.url}/project/file",
+                                    params={"session_id": client.session_id},
+                                    files={"file": ("notes.txt", b"hello", "text/plain")})
+        assert taken.status_code == 200, taken.text  # Egaki explains it (below), not a toast
 
         for name, (data, expected) in bad.items():
             path = tmp_path / name

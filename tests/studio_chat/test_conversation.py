@@ -134,3 +134,12 @@ async def test_empty_and_huge_messages_get_clear_answers(
     await c.on_message("x" * (MAX_MESSAGE_CHARS + 1), ui)
     assert "under" in ui.said[-1]
     assert len(ollama.chat_requests()) == before
+
+
+def test_title_is_the_persons_words_unless_they_say_little(
+    settings: Settings, ollama: FakeOllama
+) -> None:
+    c = conv(settings, ollama)
+    assert c.title("  a cozy   reading nook  ") == "a cozy reading nook"
+    assert c.title("GO") == ""  # nothing to name the chat after yet
+    assert c.title("x" * 60).endswith("…") and len(c.title("x" * 60)) == 40

@@ -101,6 +101,7 @@ class FakeOllama:
         self.loaded: set[str] = set()
         self.responder: Responder | None = None
         self.pull_delay = 0.0
+        self.show_delay = 0.0  # seconds before /api/show answers (a slow or busy Ollama)
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
@@ -398,6 +399,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def api_show(self, body: dict[str, Any]) -> None:
         name = body.get("model") or body.get("name") or ""
+        self.fake._wait(self.fake.show_delay)
         model = self.fake.find(name)
         if model is None:
             return self._not_found(name)

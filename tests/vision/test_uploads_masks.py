@@ -105,22 +105,53 @@ def test_exif_orientation_is_applied(tmp_path: Path, settings: Settings) -> None
 
 
 @pytest.mark.parametrize(
-    ("content", "found"),
+    ("content", "found", "found_ja"),
     [
-        (b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\nendobj\n", "PDF"),
-        (b"just some notes, not a picture\n", "text file"),
-        (b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", "GIF"),
+        (b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\nendobj\n", "PDF", "PDF 文書"),
+        (b"just some notes, not a picture\n", "text file", "テキストファイル"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>\n', "SVG", "SVG"),
+        (b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom", "video", "動画"),
     ],
 )
 def test_type_comes_from_the_bytes_not_the_name(
-    tmp_path: Path, settings: Settings, content: bytes, found: str
+    tmp_path: Path, settings: Settings, content: bytes, found: str, found_ja: str
 ) -> None:
     path = tmp_path / "picture.png"
     path.write_bytes(content)
     with pytest.raises(InvalidRequest) as err:
         load_upload(path, settings, mime="image/png")
-    assert found in str(err.value) and "PNG, JPEG or WebP" in str(err.value)
-    assert "PNG・JPEG・WebP" in err.value.localized("ja")
+    assert found in str(err.value) and "PNG, JPEG, WebP, GIF" in str(err.value)
+    ja = err.value.localized("ja")
+    assert found_ja in ja and "PNG・JPEG・WebP・GIF" in ja
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP", "TIFF", "AVIF"])
+def test_other_picture_formats_open_as_their_first_frame(
+    tmp_path: Path, settings: Settings, fmt: str
+) -> None:
+    frames = [Image.new("RGB", (60, 40), c) for c in ((200, 0, 0), (0, 200, 0))]
+    path = tmp_path / f"anim.{fmt.lower()}"
+    many = fmt in ("GIF", "TIFF")
+    frames[0].save(path, fmt, **({"save_all": True, "append_images": frames[1:]} if many else {}))
+    up = load_upload(path, settings)
+    assert up.kind == fmt.lower() and (up.width, up.height) == (60, 40)
+    assert up.frames == (2 if many else 1)
+    r, g, _ = up.open().getpixel((30, 20))
+    assert r > 150 and g < 50  # the first frame
+
+
+def test_heic_without_pillow_heif_says_how_to_get_it(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import vision.uploads as uploads
+
+    monkeypatch.setattr(uploads, "_HEIF_READY", False)
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 32)
+    with pytest.raises(InvalidRequest) as err:
+        load_upload(path, settings)
+    assert "pillow-heif" in str(err.value) and "JPEG" in str(err.value)
+    assert "HEIC" in err.value.localized("ja")
 
 
 def test_truncated_png_is_reported_as_damaged(tmp_path: Path, settings: Settings) -> None:

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
 
     # --- image engine ------------------------------------------------------------------
     image_engine: EngineName = Field("diffusers", description="Which image backend to use.")
+    fake_step_s: float = Field(
+        0.0, ge=0, le=5, description="The fake engine's seconds per step (tests: a slow job)."
+    )
     image_model: str = Field(
         "stable-diffusion-v1-5/stable-diffusion-v1-5",
         description="Hugging Face id, local diffusers folder, or checkpoint name/path.",

@@ -24,7 +24,7 @@ def build_engine(settings: Settings) -> ImageEngine:
     if settings.image_engine == "fake":
         from tools.engines.fake import FakeEngine
 
-        return FakeEngine()
+        return FakeEngine(step_delay=settings.fake_step_s)
     from tools.engines.diffusers.engine import DiffusersEngine
 
     return DiffusersEngine(settings)
