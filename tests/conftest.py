@@ -9,7 +9,7 @@ import pytest
 from tools.core.settings import Settings
 
 # Fixture modules shared across test files.
-pytest_plugins: list[str] = ["tests.tiny_pipelines"]
+pytest_plugins: list[str] = ["tests.tiny_pipelines", "tests.prompt_fixtures"]
 
 
 @pytest.fixture
