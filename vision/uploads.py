@@ -35,7 +35,7 @@ from tools.core.errors import InvalidRequest
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.infotext.png import PngMetadata, comfyui_summary, read_png_metadata
-from tools.infotext.text import infotext_to_request
+from tools.infotext.text import Reuse, reuse_infotext
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -70,7 +70,8 @@ class UploadMetadata:
     """Generation settings found in an uploaded image: sanitised strings, never code.
 
     ``request`` is the settings as an :class:`ImageRequest` when they are usable here
-    (A1111-style text only); otherwise ``request_error`` says why not, en + ja.
+    (A1111-style text only), and ``reuse`` what reusing them changes or leaves out;
+    otherwise ``request_error`` says why not, en + ja.
     """
 
     source: str
@@ -79,6 +80,7 @@ class UploadMetadata:
     params: dict[str, str] = field(default_factory=dict)
     request: ImageRequest | None = None
     request_error: tuple[str, str] | None = None
+    reuse: Reuse | None = None
 
 
 @dataclass(frozen=True)
@@ -252,10 +254,10 @@ def extract_metadata(meta: PngMetadata | None) -> UploadMetadata | None:
             for k, v in data.items()
             if isinstance(v, (str, int, float)) and k not in ("prompt", "negative_prompt")
         }
-    request, problem = None, None
+    reuse, problem = None, None
     if meta.parsed is not None:
         try:
-            request = infotext_to_request(meta.parsed)
+            reuse = reuse_infotext(meta.parsed)
         except InvalidRequest as err:
             problem = (err.message, err.ja)
     clean_params = {
@@ -267,8 +269,9 @@ def extract_metadata(meta: PngMetadata | None) -> UploadMetadata | None:
         prompt=clean_text(prompt),
         negative_prompt=clean_text(negative),
         params=clean_params,
-        request=request,
+        request=reuse.request if reuse is not None else None,
         request_error=problem,
+        reuse=reuse,
     )
 
 

@@ -38,6 +38,7 @@ from tools.core.errors import InvalidRequest
 from tools.core.messages import msg
 from tools.core.request import MAX_PIXELS, MAX_SIDE, ImageRequest, parse_request
 from tools.core.settings import Settings
+from tools.infotext.text import reuse_notes
 from vision.caption import Captioner, ImageDescription
 from vision.masks import Mask, mask_from_box, mask_from_data_url, mask_from_image
 from vision.uploads import Upload, UploadMetadata, load_upload, upload_path, uploads_dir
@@ -162,6 +163,8 @@ class VisionFlow:
         if meta.request_error is not None:
             problem = meta.request_error[1 if self.lang.startswith("ja") else 0]
             lines += ["", msg("pnginfo_unusable", self.lang, error=plain(problem))]
+        if meta.reuse is not None:  # snapped size, settings left out, syntax not honoured
+            lines += [f"\n{plain(note)}" for note in reuse_notes(meta.reuse, self.lang)]
         return "\n".join(lines)
 
     def upload(self, image_id: str) -> Upload:

@@ -97,7 +97,9 @@ def tokenizer_folder(settings: Settings, spec: str | None = None) -> Path | None
         log.info("no local tokenizer for token counts: %s", err)
         return None
     folder = root / "tokenizer" if root is not None else None
-    return folder if folder is not None and (folder / "vocab.json").is_file() else None
+    if folder is None or not any((folder / f).is_file() for f in ("vocab.json", "tokenizer.json")):
+        return None
+    return folder
 
 
 def local_tokenizer(settings: Settings) -> Any | None:
