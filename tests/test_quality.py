@@ -225,7 +225,8 @@ async def test_a_failed_round_retries_with_deterministic_prompt_fixes(rig: Rig) 
     assert report.rounds == 2 and report.images_generated == 6
     assert [c.image.seed for c in result.shown] == [SEED + 5]
     second = rig.engine.calls[3].request
-    assert second.prompt.startswith("exactly two women, two women only, two women playing")
+    assert second.prompt.startswith(
+        "(exactly two women:1.3), two women only, two women playing")
     assert {"extra woman", "group"} <= set(second.negative_prompt.split(", "))
     assert report.prompts[1] == second.prompt and report.fixes[0]
     assert "(2 rounds)" in result.explanation

@@ -34,7 +34,7 @@ from tools.core.errors import CapabilityMissing
 from tools.core.settings import Settings
 from tools.llm.ollama_gateway import OllamaGateway
 from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
-from tools.llm.text import dedupe_terms, lenient_text
+from tools.llm.text import dedupe_terms, lenient_text, model_prompt
 from vision.masks import Box, Mask, context_box, parse_box
 
 SEND_MAX_SIDE = 768
@@ -64,6 +64,11 @@ class ImageDescription(_Lenient):
     negative: str = Field("", description="things a repainting should avoid, English")
     summary: str = Field("", description="one or two sentences in the person's language")
 
+    @field_validator("subject", "environment", "lighting", "style", "camera", "negative")
+    @classmethod
+    def _honoured(cls, v: str) -> object:
+        return model_prompt(v)  # only prompt syntax the engine honours
+
     @property
     def prompt(self) -> str:
         """The positive prompt: subject, environment, lighting, style, camera."""
@@ -84,6 +89,11 @@ class InpaintProposal(_Lenient):
     prompt: str = Field(description="only what should appear in the masked area, English")
     negative: str = Field("", description="what the repainted area must not show, English")
     summary: str = Field("", description="one sentence in the person's language")
+
+    @field_validator("prompt", "negative")
+    @classmethod
+    def _honoured(cls, v: str) -> object:
+        return model_prompt(v)  # only prompt syntax the engine honours
 
 
 class Captioner(Protocol):

@@ -24,7 +24,7 @@ from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
 from assistant.chat.vision_flow import INPAINT, MASK_ACTION, VisionFlow
 from assistant.studio.best_of import BestOf
-from assistant.studio.flow import ActionSpec, Runner, Studio
+from assistant.studio.flow import ActionSpec, Runner, Studio, TokenCounter
 from assistant.studio.panel import PanelChoice, read_panel
 from prompts.loader import render
 from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
@@ -93,6 +93,7 @@ class Conversation:
         ledger_chat: LedgerChat | None = None,
         best_of_factory: Callable[[BaseChatModel], BestOf] | None = None,
         best_of_default: bool = False,
+        token_counter: TokenCounter | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -113,6 +114,7 @@ class Conversation:
         self.awaiting_mask: str | None = None  # image id after "Inpaint a region"
         self.best_of_factory = best_of_factory
         self.best_of_default = best_of_default
+        self.token_counter = token_counter
 
     @property
     def ready(self) -> bool:
@@ -155,6 +157,7 @@ class Conversation:
             self.studio = Studio(
                 chat_model, self.runner, family=self.family, lang=self.lang,
                 best_of=best_of, best_of_default=self.best_of_default,
+                token_counter=self.token_counter,
             )
             if self.panel is not None:
                 self.studio.apply_panel(self.panel)

@@ -26,6 +26,7 @@ from tools.core.errors import GenerationCancelled, InvalidRequest
 from tools.core.request import ImageRequest, format_validation_error, parse_request
 from tools.core.samplers import DEFAULT_SAMPLER, SAMPLERS
 from tools.engines.jobs import JobQueue, PositionCallback, ProgressCallback
+from tools.infotext.prompt_syntax import find_unsupported
 
 TOOL_NAME = "generate_image"
 TOOL_DESCRIPTION = (
@@ -97,6 +98,11 @@ def summarize(images: list[GeneratedImage], paths: list[Path], *, shown: bool = 
     lines.append(f"Prompt: {req.prompt}")
     if req.negative_prompt:
         lines.append(f"Negative: {req.negative_prompt}")
+    found = find_unsupported(req.prompt) + find_unsupported(req.negative_prompt)
+    if found:
+        listed = ", ".join(dict.fromkeys(u.text for u in found))
+        lines.append(f"Egaki read this syntax as plain words (not supported): {listed}. "
+                     "Tell the user; weights like (word:1.2), BREAK and embeddings do work.")
     if shown:
         lines.append("The user already sees them; describe them briefly, don't list paths.")
     return "\n".join(lines)

@@ -1,16 +1,21 @@
 """The prompt spec as a readable Markdown card for the chat, in English or Japanese.
 
 Plain Markdown only (no HTML: Chainlit escapes it by default). The prompt and the long
-negative prompt sit in code blocks so they are easy to copy; settings are a table with a
-one-line reason each; the user's own words close the card.
+negative prompt sit in code blocks so they are easy to copy, each with its token count
+per 75-token chunk when a tokenizer is at hand (A1111's counter: every chunk is read, so
+the card says so rather than hiding what CLIP would once have cut); settings are a table
+with a one-line reason each; the user's own words close the card.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tools.core.messages import msg
+
 if TYPE_CHECKING:
     from assistant.prompting.spec import PromptSpec, SpecSettings
+    from tools.engines.diffusers.prompts.a1111 import TokenCount
 
 _LABELS: dict[str, dict[str, str]] = {
     "prompt": {"en": "🎨 Prompt", "ja": "🎨 プロンプト"},
@@ -89,8 +94,23 @@ def _block(text: str) -> str:
     return "```text\n" + text.replace("```", "'''") + "\n```"
 
 
-def render_card(spec: PromptSpec, lang: str) -> str:
-    """Markdown for the chat: prompt, negative, settings with reasons, the user's words."""
+def token_note(count: TokenCount | None, lang: str) -> str:
+    """`` · 80/150 tokens in 2 chunks of 75 (75 + 5), each read in full``; "" unknown."""
+    if count is None:
+        return ""
+    if len(count.per_chunk) <= 1:
+        return " · " + msg("card_tokens_one", lang, count=count.total)
+    per_chunk = " + ".join(str(n) for n in count.per_chunk)
+    return " · " + msg("card_tokens_chunks", lang, count=count.total, limit=count.limit,
+                       chunks=len(count.per_chunk), per_chunk=per_chunk)
+
+
+def render_card(spec: PromptSpec, lang: str,
+                tokens: tuple[TokenCount | None, TokenCount | None] = (None, None)) -> str:
+    """Markdown for the chat: prompt, negative, settings with reasons, the user's words.
+
+    ``tokens``: the prompt's and the negative's counts (None: no tokenizer, no count).
+    """
     code = _lang(lang)
     s = spec.settings
     seed = s.seed if s.seed is not None else label("random", code)
@@ -104,8 +124,10 @@ def render_card(spec: PromptSpec, lang: str) -> str:
     lines: list[str] = []
     if spec.axis:
         lines += [f"**{label('variation', code)}:** {spec.label or spec.axis} (`{spec.axis}`)", ""]
-    lines += [f"**{label('prompt', code)}** · {_FAMILY.get(spec.family, spec.family)}"]
-    lines += [_block(spec.positive), "", f"**{label('negative', code)}**", _block(spec.negative)]
+    family = _FAMILY.get(spec.family, spec.family)
+    lines += [f"**{label('prompt', code)}** · {family}{token_note(tokens[0], code)}"]
+    lines += [_block(spec.positive), "",
+              f"**{label('negative', code)}**{token_note(tokens[1], code)}", _block(spec.negative)]
     lines += [
         "",
         f"| {label('settings', code)} | {label('value', code)} | {label('why', code)} |",

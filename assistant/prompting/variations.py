@@ -19,7 +19,7 @@ from assistant.prompting.spec import AXES, MAX_VARIANTS, PromptSpec
 from prompts.loader import load_yaml, render
 from tools.core.errors import InvalidRequest
 from tools.llm.structured import StructuredLLM, has_japanese
-from tools.llm.text import lenient_text
+from tools.llm.text import lenient_text, model_prompt
 
 _AXIS_ALIASES = {
     "time": "time_of_day",
@@ -40,10 +40,15 @@ class VariantDraft(BaseModel):
     value: str
     label: str = ""
 
-    @field_validator("value", "label", mode="before")
+    @field_validator("label", mode="before")
     @classmethod
     def _lenient(cls, v: object) -> object:
         return lenient_text(v)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _honoured(cls, v: object) -> object:
+        return model_prompt(v)  # only prompt syntax the engine honours
 
 
 class VariationsReply(BaseModel):

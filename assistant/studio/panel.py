@@ -17,13 +17,14 @@ WidgetKind = Literal["select", "switch", "slider", "text"]
 
 NEGATIVE_PRESETS: dict[str, list[str] | None] = {
     "full": None,  # every group in prompts/negatives.yaml
-    "people": ["quality", "hands", "faces", "anatomy", "text"],
-    "scenery": ["quality", "artifacts", "text"],
+    "people": ["quality", "anatomy", "hands", "faces", "text"],
+    "scenery": ["quality", "text", "artifacts"],
     "light": ["quality", "text"],
     "none": [],
 }
 STEPS = ["auto", "4", "8", "15", "20", "25", "30", "40", "50"]
 CFGS = ["auto", "1", "1.5", "3", "5", "7", "9", "12"]
+CLIP_SKIPS = ["auto", "1", "2", "3", "4"]  # A1111's numbering: 1 = none, 2 = common for anime
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ FIELDS: list[Field] = [
     Field("steps", "select", "Steps", "ステップ数", "auto", STEPS),
     Field("cfg_scale", "select", "CFG scale", "CFG スケール", "auto", CFGS),
     Field("sampler", "select", "Sampler", "サンプラー", "auto", ["auto", *SAMPLERS]),
+    Field("clip_skip", "select", "Clip skip (1 = none; SDXL ignores it)",
+          "Clip skip（1 = なし、SDXL では無効）", "auto", CLIP_SKIPS),
     Field("seed", "text", "Seed (blank = random)", "シード（空欄でランダム）", ""),
     Field("seed_lock", "switch", "Lock seed to the last image", "直前のシードを固定", False),
     Field("batch_size", "slider", "Images per run", "1回の枚数", 1, min=1, max=4),
@@ -87,6 +90,8 @@ def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
         out.overrides["steps"] = int(float(values["steps"]))
     if str(values.get("cfg_scale", "auto")) != "auto":
         out.overrides["cfg_scale"] = float(values["cfg_scale"])
+    if str(values.get("clip_skip", "auto")) in CLIP_SKIPS[1:]:
+        out.overrides["clip_skip"] = int(values["clip_skip"])
     if values.get("sampler", "auto") in SAMPLERS:
         out.overrides["sampler"] = values["sampler"]
     seed = str(values.get("seed") or "").strip()

@@ -207,6 +207,7 @@ async def _conversation() -> Conversation:
             ledger_chat=LedgerChat(book, runner),
             best_of_factory=best_of_factory(reporter, book, thread_id, device),
             best_of_default=best_of_default(device),
+            token_counter=getattr(job_queue().engine, "count_tokens", None),
         )
         reporter.lang_of = lambda: conv.lang
         cl.user_session.set("conversation", conv)
