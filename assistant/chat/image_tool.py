@@ -32,7 +32,8 @@ TOOL_NAME = "generate_image"
 TOOL_DESCRIPTION = (
     "Draw images with the local Stable Diffusion model. Call it once the user has said "
     "what they want. Write `prompt` in English as comma-separated visual details (subject, "
-    "setting, style, lighting, camera). Leave optional fields out unless the user asked "
+    "setting, style, lighting, camera); AUTOMATIC1111 weights such as (two women:1.2) and "
+    "BREAK work, [a:b:0.5], [a|b] and AND do not. Leave optional fields out unless the user asked "
     "for them; defaults are already tuned. Returns file paths and each image's seed; to "
     "change a result slightly, call again with the same seed and an edited prompt."
 )
