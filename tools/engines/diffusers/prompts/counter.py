@@ -67,7 +67,11 @@ class TokenCounter:
         pipe = self.resident()
         if pipe is not None and getattr(pipe, "tokenizer", None) is not None:
             if id(pipe) not in self._copies:
-                self._copies = {id(pipe): copy.deepcopy(pipe.tokenizer)}
+                try:
+                    self._copies = {id(pipe): copy.deepcopy(pipe.tokenizer)}
+                except Exception as err:  # e.g. a job registering embeddings right now
+                    log.info("tokenizer copy failed (%s); no count this time", err)
+                    return None
             return self._copies[id(pipe)]
         if not self._disk_tried:
             self._disk_tried = True
