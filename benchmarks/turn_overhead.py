@@ -3,8 +3,9 @@
     python -m benchmarks.turn_overhead [--turns 50]
 
 Drives :class:`assistant.chat.conversation.Conversation` (the code behind the Chainlit
-handlers) against the wire-compatible fake Ollama server, which answers instantly, and
-the fake image engine. Whatever time a turn takes is Egaki's own overhead: message
+handlers), wired by the composition root (:class:`assistant.app.App`) as in the app,
+against the wire-compatible fake Ollama server, which answers instantly, and the fake
+image engine behind the job queue. Whatever time a turn takes is Egaki's own overhead: message
 handling, prompt building, LangChain, HTTP to Ollama, PNG saving. Goal: < 50 ms a turn,
 ≤ 2 LLM calls per generated image after the interview.
 """
@@ -20,12 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assistant.chat.conversation import Conversation, ollama_chat_model
+from assistant.app import App
+from assistant.chat.state import ChatState
 from assistant.studio.runner import ImageRunner
-from tests.fake_ollama import FakeOllama, Reply
+from tests.support.fake_ollama import FakeOllama, Reply
 from tools.core.settings import Settings
-from tools.engines.fake import FakeEngine
-from tools.llm.ollama_gateway import OllamaGateway
 
 SPEC = {"subject": "a red fox", "setting": "snowy forest", "lighting": "morning light",
         "style": "photo", "width": 512, "height": 512, "steps": 20, "cfg_scale": 7,
@@ -52,12 +52,14 @@ def _ms(samples: list[float]) -> str:
 
 async def run(turns: int) -> None:
     with FakeOllama() as srv, tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(_env_file=None, data_dir=Path(tmp), ollama_host=srv.url)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, data_dir=Path(tmp), ollama_host=srv.url,  # type: ignore[call-arg]
+                            image_engine="fake", unload_ollama_before_image=False)
+        app = App(settings)
         ui = NullUI()
         chat, interview, image, engine = [], [], [], []
         calls_per_image = []
         for _ in range(turns):
-            runner = ImageRunner(FakeEngine(), output_dir=Path(tmp) / "img")
+            runner = app.image_runner(output_dir=Path(tmp) / "img")
             spent: list[float] = []
 
             async def timed_run(request: Any, _r: ImageRunner = runner,
@@ -67,8 +69,7 @@ async def run(turns: int) -> None:
                 _s.append(time.perf_counter() - t)
                 return out
 
-            conv = Conversation(settings, OllamaGateway(settings), ollama_chat_model(settings),
-                                runner=timed_run)
+            conv = app.conversation(ChatState(), runner, run=timed_run)
             await conv.start(ui)
             assert conv.studio is not None
             srv.enqueue(Reply(data=INTERVIEW))
@@ -91,6 +92,7 @@ async def run(turns: int) -> None:
         print(f"GO → spec → card → buttons:         {_ms(image)}  (excluding the image job)")
         print(f"image job (fake engine + PNG save): {_ms(engine)}")
         print(f"LLM calls per image after the interview: {statistics.mean(calls_per_image):.2f}")
+        await app.aclose()
 
 
 def main() -> int:

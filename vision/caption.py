@@ -31,9 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prompts.loader import render
 from tools.core.errors import CapabilityMissing
+from tools.core.messages import has_japanese, language_name
 from tools.core.settings import Settings
-from tools.llm.ollama_gateway import OllamaGateway
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.llm.backend import LLMGateway, make_chat_model, make_gateway
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 from tools.llm.text import dedupe_terms, lenient_text, model_prompt
 from vision.masks import Box, Mask, context_box, parse_box
 
@@ -118,10 +119,6 @@ class Captioner(Protocol):
 
 
 # --- helpers ----------------------------------------------------------------------------------
-def _language(lang: str) -> str:
-    return "Japanese" if lang.startswith("ja") else "English"
-
-
 def fit_within(image: Image.Image, max_side: int) -> Image.Image:
     """RGB copy of ``image`` with its longest side at most ``max_side`` px (for a VLM)."""
     im = image.convert("RGB")
@@ -173,7 +170,7 @@ def _english(*fields: str) -> Any:
     return check
 
 
-async def ensure_vision(gateway: OllamaGateway, model: str) -> None:
+async def ensure_vision(gateway: LLMGateway, model: str) -> None:
     """Raise :class:`CapabilityMissing` (en + ja, naming a model to pull) unless ``model`` sees."""
     status = await gateway.status(model)
     if not status.vision:
@@ -195,7 +192,7 @@ class OllamaCaptioner:
         model: BaseChatModel,
         counter: LLMCallCounter | None = None,
         *,
-        gateway: OllamaGateway | None = None,
+        gateway: LLMGateway | None = None,
         model_name: str = "",
         max_side: int = SEND_MAX_SIDE,
     ) -> None:
@@ -210,18 +207,13 @@ class OllamaCaptioner:
         cls,
         settings: Settings,
         counter: LLMCallCounter | None = None,
-        gateway: OllamaGateway | None = None,
+        gateway: LLMGateway | None = None,
     ) -> OllamaCaptioner:
         """The captioner for ``settings.effective_vision_model`` (capability-checked)."""
-        from langchain_ollama import ChatOllama
-
         name = settings.effective_vision_model
-        model = ChatOllama(
-            model=name,
-            base_url=settings.ollama_host,
-            client_kwargs={"timeout": settings.ollama_timeout_s},
-        )
-        return cls(model, counter, gateway=gateway or OllamaGateway(settings), model_name=name)
+        gateway = gateway or make_gateway(settings)
+        model = make_chat_model(settings, name, gateway=gateway)
+        return cls(model, counter, gateway=gateway, model_name=name)
 
     @property
     def counter(self) -> LLMCallCounter:
@@ -240,7 +232,7 @@ class OllamaCaptioner:
         if region is not None:
             image = image.crop(region_box(image, region))
         messages: list[BaseMessage] = [
-            SystemMessage(render("caption.md", language=_language(lang))),
+            SystemMessage(render("caption.md", language=language_name(lang))),
             _image_message("Describe this picture.", image, self.max_side),
         ]
         return await self.llm.ask(
@@ -258,7 +250,7 @@ class OllamaCaptioner:
         box = region_box(image, region)
         crop = image.crop(box)
         messages: list[BaseMessage] = [
-            SystemMessage(render("region.md", language=_language(lang))),
+            SystemMessage(render("region.md", language=language_name(lang))),
             _image_message("What is in the marked area?", crop, self.max_side),
         ]
         return await self.llm.ask(
@@ -280,7 +272,7 @@ class OllamaCaptioner:
             "persons_request": instruction.strip()[:2000],
         }
         messages: list[BaseMessage] = [
-            SystemMessage(render("inpaint.md", language=_language(lang))),
+            SystemMessage(render("inpaint.md", language=language_name(lang))),
             HumanMessage(json.dumps(data, ensure_ascii=False, indent=1)),
         ]
         return await self.llm.ask(

@@ -71,7 +71,7 @@ class UploadMetadata:
 
     ``request`` is the settings as an :class:`ImageRequest` when they are usable here
     (A1111-style text only), and ``reuse`` what reusing them changes or leaves out;
-    otherwise ``request_error`` says why not, en + ja.
+    otherwise ``request_error`` says why not, in any language.
     """
 
     source: str
@@ -79,7 +79,7 @@ class UploadMetadata:
     negative_prompt: str = ""
     params: dict[str, str] = field(default_factory=dict)
     request: ImageRequest | None = None
-    request_error: tuple[str, str] | None = None
+    request_error: InvalidRequest | None = None
     reuse: Reuse | None = None
 
 
@@ -254,12 +254,13 @@ def extract_metadata(meta: PngMetadata | None) -> UploadMetadata | None:
             for k, v in data.items()
             if isinstance(v, (str, int, float)) and k not in ("prompt", "negative_prompt")
         }
-    reuse, problem = None, None
+    reuse: Reuse | None = None
+    problem: InvalidRequest | None = None
     if meta.parsed is not None:
         try:
             reuse = reuse_infotext(meta.parsed)
         except InvalidRequest as err:
-            problem = (err.message, err.ja)
+            problem = err
     clean_params = {
         clean_text(k, 60): clean_text(v, MAX_META_VALUE)
         for k, v in list(params.items())[:MAX_META_PARAMS]

@@ -24,7 +24,9 @@ from langchain_core.messages import (
 )
 from langchain_core.tools import BaseTool
 
+from assistant.chat.text_tool_calls import may_be_tool_call, parse_text_tool_calls
 from tools.core.errors import EgakiError
+from tools.llm.degenerate import loop_start
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +80,42 @@ class ChatAgent:
 
     async def _stream(self, messages: list[BaseMessage], on_token: TokenSink) -> AIMessage:
         full: AIMessageChunk | None = None
+        held = ""  # a reply that may be a tool call written as JSON text: shown only if not
+        emitted = False
         async for chunk in self.model.astream(messages):
             if not isinstance(chunk, AIMessageChunk):
                 continue
             full = chunk if full is None else full + chunk
             text = chunk.content if isinstance(chunk.content, str) else ""
-            if text:
-                await on_token(text)
+            if not text:
+                continue
+            if self.tools and not emitted and (held + text).strip() == "":
+                held += text
+                continue
+            if self.tools and not emitted and may_be_tool_call(held + text):
+                held += text
+                continue
+            text, held, emitted = held + text, "", True
+            await on_token(text)
+            cut = loop_start(str(full.content))
+            if cut is not None:  # a loop until the token limit: stop reading, keep one round
+                log.warning("Degenerate repetition in the reply; stopped after %d chars", cut)
+                full = AIMessageChunk(content=str(full.content)[:cut].rstrip(), id=full.id)
+                break
         if full is None:
             return AIMessage(content="")
+        content = full.content
+        calls: list[Any] = list(full.tool_calls)
+        if not calls and isinstance(content, str):
+            calls = parse_text_tool_calls(content, self.tools)
+            if calls:
+                log.info("Tool call written as text; running it: %s", [c["name"] for c in calls])
+                content, held = "", ""
+        if held:
+            await on_token(held)
         return AIMessage(
-            content=full.content,
-            tool_calls=full.tool_calls,
+            content=content,
+            tool_calls=calls,
             id=full.id,
             response_metadata=full.response_metadata,
         )

@@ -1,17 +1,27 @@
-"""One chat's state and turn handling, independent of Chainlit.
+"""One chat's turn handling, independent of Chainlit.
 
 The UI layer implements :class:`ChatUI` (send text, stream tokens, ask yes/no, show
 progress) and forwards events here. Keeping this free of Chainlit lets tests drive a
 whole conversation with a fake UI and a fake (or wire-faked) model.
+
+What the chat remembers lives in one :class:`~assistant.chat.state.ChatState`, shared by
+reference with the studio, the vision flow and the ledger commands; the conversation
+routes each message, upload and button press to the flow it belongs to:
+
+1. a typed ``x,y,w,h`` box while an inpaint waits for its mask → the vision flow;
+2. a ledger command ("find images like…", "reproduce #id") → the ledger commands;
+3. the interview or a tweak in progress → the studio;
+4. anything else → the free chat agent (which may call ``generate_image``).
+
+Buttons go through one :class:`~assistant.studio.actions.ActionTable` merged from the
+three flows' tables.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,18 +32,21 @@ from langchain_core.tools import BaseTool
 from assistant.chat.agent import ChatAgent
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
-from assistant.chat.vision_flow import INPAINT, MASK_ACTION, VisionFlow
+from assistant.chat.state import HISTORY_KEPT, ChatState, Turn
+from assistant.chat.vision_flow import VisionFlow
+from assistant.studio.actions import ActionSpec, ActionTable
 from assistant.studio.best_of import BestOf
-from assistant.studio.flow import ActionSpec, Runner, Studio, TokenCounter
+from assistant.studio.flow import Runner, Studio, TokenCounter
 from assistant.studio.panel import PanelChoice, read_panel
 from prompts.loader import render
 from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
-from tools.core.messages import detect_language, msg
+from tools.core.messages import detect_language, language_name, msg
 from tools.core.settings import Settings
+from tools.llm.backend import LLMGateway
+from tools.llm.chat_models import ModelFactory
 from tools.llm.ollama_gateway import (
     CONNECTION_ERRORS,
     ModelStatus,
-    OllamaGateway,
     PullProgress,
     unavailable,
 )
@@ -43,10 +56,6 @@ from vision.uploads import load_upload
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
-# "x,y,w,h what to paint" right after "Inpaint a region": a box mask (pixels or fractions)
-_NUM = r"\s*[\d.]+\s*"
-BOX = re.compile(rf"^(?P<box>{_NUM},{_NUM},{_NUM},{_NUM})(?P<rest>.*)$", re.S)
-ModelFactory = Callable[[str], BaseChatModel]
 
 
 class ChatUI(Protocol):
@@ -63,31 +72,17 @@ class ChatUI(Protocol):
     async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None: ...
 
 
-def ollama_chat_model(settings: Settings) -> ModelFactory:
-    """Factory for the real chat model, talking to Ollama through langchain-ollama."""
-
-    def make(model: str) -> BaseChatModel:
-        from langchain_ollama import ChatOllama
-
-        return ChatOllama(
-            model=model,
-            base_url=settings.ollama_host,
-            client_kwargs={"timeout": settings.ollama_timeout_s},
-        )
-
-    return make
-
-
 class Conversation:
-    """A single chat: language, history and whether the model is ready."""
+    """A single chat: routes its messages, uploads and buttons; knows if the model is ready."""
 
     def __init__(
         self,
         settings: Settings,
-        gateway: OllamaGateway,
+        gateway: LLMGateway,
         model_factory: ModelFactory,
         tools: Sequence[BaseTool] = (),
-        browser_lang: str = "en",
+        state: ChatState | None = None,
+        *,
         runner: Runner | None = None,
         family: str = "sd15",
         ledger_chat: LedgerChat | None = None,
@@ -99,8 +94,8 @@ class Conversation:
         self.gateway = gateway
         self.model_factory = model_factory
         self.tools = list(tools)
-        self.lang: str = detect_language("", fallback=browser_lang)
-        self.history: list[BaseMessage] = []
+        self.state = state if state is not None else ChatState()
+        self.history: list[BaseMessage] = []  # with tool calls; texts are saved in the state
         self.status: ModelStatus | None = None
         self._agent: ChatAgent | None = None
         self._told_no_tools = False
@@ -108,13 +103,16 @@ class Conversation:
         self.family = family
         self.studio: Studio | None = None
         self.panel: PanelChoice | None = None
-        self._pending_studio: Any = None
         self.vision: VisionFlow | None = None
         self.ledger_chat = ledger_chat
-        self.awaiting_mask: str | None = None  # image id after "Inpaint a region"
         self.best_of_factory = best_of_factory
         self.best_of_default = best_of_default
         self.token_counter = token_counter
+        self.table = ActionTable()  # every flow's buttons, once the flows exist
+
+    @property
+    def lang(self) -> str:
+        return self.state.lang
 
     @property
     def ready(self) -> bool:
@@ -153,36 +151,36 @@ class Conversation:
         chat_model = self.model_factory(model)
         self._agent = ChatAgent(chat_model, tools, self._system_prompt())
         if self.runner is not None and self.studio is None:
-            best_of = self.best_of_factory(chat_model) if self.best_of_factory else None
-            self.studio = Studio(
-                chat_model, self.runner, family=self.family, lang=self.lang,
-                best_of=best_of, best_of_default=self.best_of_default,
-                token_counter=self.token_counter,
-            )
-            if self.panel is not None:
-                self.studio.apply_panel(self.panel)
-            self.vision = VisionFlow(
-                OllamaCaptioner.from_settings(self.settings),
-                self.runner,
-                self.settings,
-                lang=self.lang,
-                family=self.family,
-                overrides=self.panel.overrides if self.panel else None,
-                presets=self.panel.presets if self.panel else None,
-            )
-            if self._pending_studio:
-                try:
-                    self.studio.restore(self._pending_studio)
-                except (ValueError, KeyError, OSError) as err:
-                    log.warning("could not restore the studio state: %s", err)
-                self._pending_studio = None
+            self._build_flows(chat_model, self.runner)
         return True
 
+    def _build_flows(self, chat_model: BaseChatModel, runner: Runner) -> None:
+        """The studio and the vision flow on this chat's state, and one table for buttons."""
+        best_of = self.best_of_factory(chat_model) if self.best_of_factory else None
+        self.studio = Studio(
+            chat_model, runner, state=self.state, family=self.family,
+            best_of=best_of, best_of_default=self.best_of_default,
+            token_counter=self.token_counter,
+        )
+        if self.panel is not None:
+            self.studio.apply_panel(self.panel)
+        self.vision = VisionFlow(
+            OllamaCaptioner.from_settings(self.settings, gateway=self.gateway),
+            runner,
+            self.settings,
+            state=self.state,
+            family=self.family,
+            overrides=self.panel.overrides if self.panel else None,
+            presets=self.panel.presets if self.panel else None,
+        )
+        flows = [self.ledger_chat, self.vision, self.studio]
+        self.table = ActionTable.merged(*(f.table for f in flows if f is not None))
+
     def _system_prompt(self) -> str:
-        text = render("system.md", language="Japanese" if self.lang == "ja" else "English")
+        text = render("system.md", language=language_name(self.lang))
         spec = self.studio.spec if self.studio else None
         if spec is not None:
-            seeds = [g.seed for g, _ in self.studio.last] if self.studio else []
+            seeds = [shown.seed for shown in self.studio.last] if self.studio else []
             text += (
                 "\nThe current picture (edit it with generate_image when asked):\n"
                 f"- prompt: {spec.positive}\n- negative: {spec.negative}\n"
@@ -203,27 +201,21 @@ class Conversation:
             return
         lang = detect_language(text, fallback=self.lang)
         if lang != self.lang:
-            self.lang = lang
+            self.state.lang = lang
             self._agent = None  # rebuild with the system prompt in the new language
         if not self.ready and not await self.ensure_model(ui):
             return
         assert self._agent is not None
-        box = BOX.match(text)
-        if self.awaiting_mask and self.vision is not None and box:
-            image_id, self.awaiting_mask = self.awaiting_mask, None
-            work = self.vision.on_mask(image_id, box.group("box"), box.group("rest"), ui)
-            await self._guarded(work, ui)
+        if self.vision is not None and self.vision.wants_message(text):
+            await self._guarded(self.vision.on_message(text, ui), ui)
             return
-        if self.ledger_chat is not None:
-            runner = self.ledger_chat.runner
-            runner.context = replace(runner.context, user_words=text)  # stored with images
-            command = parse_ledger_command(text)
-            if command is not None:
-                await self._guarded(self.ledger_chat.handle(command, ui, self.lang), ui)
-                return
+        self.state.user_words = text  # stored with the images this message leads to
+        command = parse_ledger_command(text) if self.ledger_chat is not None else None
+        if self.ledger_chat is not None and command is not None:
+            await self._guarded(self.ledger_chat.handle(command, ui), ui)
+            return
         if self.studio is not None and self.studio.wants_message:
             await self._guarded(self.studio.on_message(text, ui), ui)
-            self.lang = self.studio.lang
             self.history.append(HumanMessage(text))
             return
         if self.studio is not None and self.studio.spec is not None:
@@ -247,26 +239,22 @@ class Conversation:
         self.history.extend(turn.messages)
 
     def snapshot(self) -> dict[str, object]:
-        """JSON-safe chat state (texts, language, studio) for thread resume."""
-        texts = [
-            {"role": m.type, "content": m.content}
+        """The chat state, with the latest text turns, as JSON-safe data for thread resume."""
+        turns = [
+            Turn(role=m.type, content=m.content)
             for m in self.history
             if m.type in ("human", "ai") and isinstance(m.content, str) and m.content
         ]
-        return {
-            "lang": self.lang,
-            "history": texts[-40:],
-            "studio": self.studio.snapshot() if self.studio else None,
-        }
+        self.state.history = turns[-HISTORY_KEPT:]
+        return self.state.snapshot()
 
     def restore(self, data: dict[str, Any]) -> None:
-        """Undo :meth:`snapshot` (the studio itself is rebuilt when the model is ready)."""
-        self.lang = str(data.get("lang") or self.lang)
+        """Undo :meth:`snapshot`: the shared state is loaded in place, the history rebuilt."""
+        self.state.restore(data)
         self.history = [
-            HumanMessage(m["content"]) if m["role"] == "human" else AIMessage(m["content"])
-            for m in data.get("history", [])
+            HumanMessage(t.content) if t.role == "human" else AIMessage(t.content)
+            for t in self.state.history
         ]
-        self._pending_studio = data.get("studio")
 
     async def apply_panel(self, values: dict[str, object], ui: ChatUI) -> None:
         """Settings panel submitted: new overrides now, a new chat model re-checked now."""
@@ -283,18 +271,10 @@ class Conversation:
             await self.ensure_model(ui)
 
     async def on_action(self, name: str, payload: dict[str, object], ui: ChatUI) -> None:
-        """A button press from the studio's or the vision flow's cards."""
+        """A button press from the studio's, the vision flow's or the ledger's cards."""
         if self.studio is None and (not await self.ensure_model(ui) or self.studio is None):
             return
-        if self.ledger_chat is not None and LedgerChat.handles(name):
-            await self._guarded(self.ledger_chat.on_action(name, payload, ui, self.lang), ui)
-            return
-        if self.vision is not None and (VisionFlow.handles(name) or name == MASK_ACTION):
-            self.vision.lang = self.lang
-            self.awaiting_mask = str(payload.get("image_id")) if name == INPAINT else None
-            await self._guarded(self.vision.on_action(name, payload, ui), ui)
-            return
-        await self._guarded(self.studio.on_action(name, payload, ui), ui)
+        await self._guarded(self.table.dispatch(name, payload, ui), ui)
 
     async def on_upload(
         self, files: list[tuple[Path, str, str]], ui: ChatUI, instruction: str = ""
@@ -304,19 +284,10 @@ class Conversation:
         Right after "Inpaint a region", the first image is taken as the mask instead."""
         if self.vision is None and (not await self.ensure_model(ui) or self.vision is None):
             return
-        self.vision.lang = self.lang
-        if self.awaiting_mask and files:  # an uploaded black-and-white mask
-            image_id, self.awaiting_mask = self.awaiting_mask, None
+        vision = self.vision
+        if vision.awaiting_mask and files:  # an uploaded black-and-white mask
             path, name, mime = files[0]
-
-            async def use_mask() -> None:
-                upload = await asyncio.to_thread(
-                    load_upload, path, self.settings, name=name, mime=mime
-                )
-                assert self.vision is not None
-                await self.vision.on_mask(image_id, upload.open(), instruction, ui)
-
-            await self._guarded(use_mask(), ui)
+            await self._guarded(vision.on_mask_upload(path, name, mime, instruction, ui), ui)
             return
         for path, name, mime in files:
 
@@ -324,8 +295,7 @@ class Conversation:
                 upload = await asyncio.to_thread(
                     load_upload, path, self.settings, name=name, mime=mime
                 )
-                assert self.vision is not None
-                await self.vision.on_upload(upload, ui)
+                await vision.on_upload(upload, ui)
 
             await self._guarded(handle(), ui)
 
@@ -357,4 +327,4 @@ class Conversation:
         return None
 
 
-__all__ = ["ChatUI", "Conversation", "ollama_chat_model", "unavailable"]
+__all__ = ["ChatUI", "Conversation", "unavailable"]

@@ -23,9 +23,10 @@ from pydantic import BaseModel, Field, ValidationError
 from assistant.studio.runner import ImageRunner, ResultCallback
 from tools.core.engine import GeneratedImage, ImageEngine
 from tools.core.errors import GenerationCancelled, InvalidRequest
+from tools.core.events import EventSink
 from tools.core.request import ImageRequest, format_validation_error, parse_request
 from tools.core.samplers import DEFAULT_SAMPLER, SAMPLERS
-from tools.engines.jobs import JobQueue, PositionCallback, ProgressCallback
+from tools.engines.jobs import JobQueue
 from tools.infotext.prompt_syntax import find_unsupported
 
 TOOL_NAME = "generate_image"
@@ -157,8 +158,7 @@ def make_generate_image_tool(
     output_dir: Path | None = None,
     defaults: Mapping[str, object] | None = None,
     on_result: ResultCallback | None = None,
-    on_step: ProgressCallback | None = None,
-    on_queue_position: PositionCallback | None = None,
+    on_event: EventSink | None = None,
 ) -> StructuredTool:
     """Build the ``generate_image`` tool.
 
@@ -175,8 +175,7 @@ def make_generate_image_tool(
             runner,
             output_dir=output_dir,
             on_result=on_result,
-            on_step=on_step,
-            on_queue_position=on_queue_position,
+            on_event=on_event,
         )
     call = _ToolCall(runner, defaults)
     return StructuredTool.from_function(

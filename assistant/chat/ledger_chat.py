@@ -9,6 +9,7 @@ and shows the outcome through the same UI protocol as the studio (``say``, ``sho
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,12 +23,18 @@ from assistant.chat.ledger_commands import (
     Reproduce,
     Show,
 )
-from assistant.studio.flow import ActionSpec
+from assistant.chat.state import ChatState
+from assistant.studio.actions import ActionKind, ActionSpec, ActionTable, RecordPayload
 from assistant.studio.runner import ImageRunner
+from tools.core.messages import msg
 from tools.ledger.service import Ledger
 from tools.ledger.types import LedgerRecord
 
 SEARCH_RESULTS = 6
+# The buttons under a record (see assistant.studio.actions).
+REPRODUCE = ActionKind("ledger_reproduce", RecordPayload)
+NEW_SEED = ActionKind("ledger_new_seed", RecordPayload)
+FAVOURITE = ActionKind("ledger_favourite", RecordPayload)
 
 
 class LedgerUI(Protocol):
@@ -37,62 +44,91 @@ class LedgerUI(Protocol):
         ...
 
 
-def _ja(lang: str) -> bool:
-    return lang.startswith("ja")
-
-
 def describe(record: LedgerRecord, lang: str) -> str:
     """One line per record: id, seed, size, sampler, prompt head, stars."""
     req = record.request
-    stars = "★" * (record.rating or 0)
-    fav = " ♥" if record.favourite else ""
     head = req.prompt if len(req.prompt) <= 80 else req.prompt[:77] + "…"
-    seed = "シード" if _ja(lang) else "seed"
-    return (f"**{record.tag}** {seed} {record.seed} · {record.width}×{record.height} · "
-            f"{req.sampler} · {req.steps} steps {stars}{fav}\n`{head}`")
+    return msg(
+        "ledger_line", lang, tag=record.tag, seed=record.seed, width=record.width,
+        height=record.height, sampler=req.sampler, steps=req.steps,
+        stars="★" * (record.rating or 0), fav=" ♥" if record.favourite else "", prompt=head,
+    )
 
 
 class LedgerChat:
-    """Carries out one parsed command for one chat."""
+    """Carries out the ledger commands and buttons of one chat (language from its state)."""
 
-    def __init__(self, ledger: Ledger, runner: ImageRunner) -> None:
+    def __init__(self, ledger: Ledger, runner: ImageRunner, state: ChatState | None = None
+                 ) -> None:  # fmt: skip
         self.ledger = ledger
         self.runner = runner
+        self.state = state if state is not None else ChatState()
+        self._commands: dict[type[Any], Callable[[Any, LedgerUI], Awaitable[None]]] = {
+            FindImages: self._find,
+            Show: self._show,
+            Reproduce: self._reproduce,
+            AgainNewSeed: self._reproduce,
+            Rate: self._rate,
+            Favourite: self._favourite,
+            Export: self._export,
+        }
+        self.table = ActionTable()
+        self.table.add(REPRODUCE, self._button(lambda p: Reproduce(p.id)))
+        self.table.add(NEW_SEED, self._button(lambda p: AgainNewSeed(p.id)))
+        self.table.add(FAVOURITE, self._button(lambda p: Favourite(p.id, True)))
 
-    async def handle(self, cmd: LedgerCommand, ui: LedgerUI, lang: str) -> None:
+    @property
+    def lang(self) -> str:
+        return self.state.lang
+
+    async def handle(self, cmd: LedgerCommand, ui: LedgerUI) -> None:
         """Run ``cmd``; EgakiErrors (unknown id, bad rating…) propagate to the caller."""
-        ja = _ja(lang)
-        if isinstance(cmd, FindImages):
-            await self._find(cmd.query, ui, lang)
-        elif isinstance(cmd, Show):
-            record = await asyncio.to_thread(self.ledger.get, cmd.id)
-            paths = [] if record.missing else [record.path]
-            await ui.show_images(describe(record, lang), paths, self.actions(record, lang))
-        elif isinstance(cmd, Reproduce | AgainNewSeed):
-            make = (self.ledger.reproduce_request if isinstance(cmd, Reproduce)
-                    else self.ledger.again_new_seed)
-            request = await asyncio.to_thread(make, cmd.id)
-            context = await asyncio.to_thread(self.ledger.lineage, cmd.id)
-            await self.runner.run(request, context=context)
-        elif isinstance(cmd, Rate):
-            await asyncio.to_thread(self.ledger.rate, cmd.id, cmd.stars)
-            stars = "★" * cmd.stars or ("評価なし" if ja else "no rating")
-            await ui.say(f"#{cmd.id.lstrip('#')} → {stars}")
-        elif isinstance(cmd, Favourite):
-            await asyncio.to_thread(self.ledger.favourite, cmd.id, cmd.on)
-            mark = "♥" if cmd.on else "♡"
-            await ui.say(f"#{cmd.id.lstrip('#')} {mark}")
-        elif isinstance(cmd, Export):
-            ids = list(cmd.ids) or None
-            text = await asyncio.to_thread(self.ledger.export_many, ids, cmd.fmt)
-            await ui.say(f"```{'json' if cmd.fmt == 'json' else 'text'}\n{text}\n```")
+        await self._commands[type(cmd)](cmd, ui)
 
-    async def _find(self, query: str, ui: LedgerUI, lang: str) -> None:
-        result = await asyncio.to_thread(self.ledger.search, query, SEARCH_RESULTS)
-        note = result.note_ja if _ja(lang) else result.note
+    async def on_action(self, name: str, payload: dict[str, Any], ui: LedgerUI) -> None:
+        """A press of a record's button (:attr:`table` checks and routes it)."""
+        await self.table.dispatch(name, payload, ui)
+
+    def _button(self, command: Callable[[RecordPayload], LedgerCommand]
+                ) -> Callable[[RecordPayload, LedgerUI], Awaitable[None]]:  # fmt: skip
+        async def press(payload: RecordPayload, ui: LedgerUI) -> None:
+            await self.handle(command(payload), ui)
+
+        return press
+
+    async def _show(self, cmd: Show, ui: LedgerUI) -> None:
+        record = await asyncio.to_thread(self.ledger.get, cmd.id)
+        paths = [] if record.missing else [record.path]
+        await ui.show_images(describe(record, self.lang), paths, self.actions(record, self.lang))
+
+    async def _reproduce(self, cmd: Reproduce | AgainNewSeed, ui: LedgerUI) -> None:
+        make = (self.ledger.reproduce_request if isinstance(cmd, Reproduce)
+                else self.ledger.again_new_seed)
+        request = await asyncio.to_thread(make, cmd.id)
+        context = await asyncio.to_thread(self.ledger.lineage, cmd.id)
+        await self.runner.run(request, context=context)
+
+    async def _rate(self, cmd: Rate, ui: LedgerUI) -> None:
+        await asyncio.to_thread(self.ledger.rate, cmd.id, cmd.stars)
+        stars = "★" * cmd.stars or msg("ledger_no_rating", self.lang)
+        await ui.say(f"#{cmd.id.lstrip('#')} → {stars}")
+
+    async def _favourite(self, cmd: Favourite, ui: LedgerUI) -> None:
+        await asyncio.to_thread(self.ledger.favourite, cmd.id, cmd.on)
+        mark = "♥" if cmd.on else "♡"
+        await ui.say(f"#{cmd.id.lstrip('#')} {mark}")
+
+    async def _export(self, cmd: Export, ui: LedgerUI) -> None:
+        ids = list(cmd.ids) or None
+        text = await asyncio.to_thread(self.ledger.export_many, ids, cmd.fmt)
+        await ui.say(f"```{'json' if cmd.fmt == 'json' else 'text'}\n{text}\n```")
+
+    async def _find(self, cmd: FindImages, ui: LedgerUI) -> None:
+        lang = self.lang
+        result = await asyncio.to_thread(self.ledger.search, cmd.query, SEARCH_RESULTS)
+        note = result.note.localized(lang) if result.note is not None else ""
         if not result.hits:
-            empty = "見つかりませんでした。" if _ja(lang) else "Nothing found."
-            await ui.say(f"{empty} {note}".strip())
+            await ui.say(f"{msg('ledger_nothing_found', lang)} {note}".strip())
             return
         lines = [describe(hit.record, lang) for hit in result.hits]
         if note:
@@ -103,26 +139,9 @@ class LedgerChat:
 
     @staticmethod
     def actions(record: LedgerRecord, lang: str) -> list[ActionSpec]:
-        ja = _ja(lang)
+        ids = RecordPayload(id=record.id)
         return [
-            ActionSpec("ledger_reproduce", f"{'再現' if ja else 'Reproduce'} {record.tag}",
-                       {"id": record.id}),
-            ActionSpec("ledger_new_seed", f"{'別シード' if ja else 'New seed'} {record.tag}",
-                       {"id": record.id}),
-            ActionSpec("ledger_favourite", f"♥ {record.tag}", {"id": record.id}),
+            REPRODUCE.button(msg("act_reproduce", lang, tag=record.tag), ids),
+            NEW_SEED.button(msg("act_new_seed", lang, tag=record.tag), ids),
+            FAVOURITE.button(f"♥ {record.tag}", ids),
         ]
-
-    async def on_action(self, name: str, payload: dict[str, Any], ui: LedgerUI,
-                        lang: str) -> None:
-        record_id = str(payload.get("id", ""))
-        commands: dict[str, LedgerCommand] = {
-            "ledger_reproduce": Reproduce(record_id),
-            "ledger_new_seed": AgainNewSeed(record_id),
-            "ledger_favourite": Favourite(record_id, True),
-        }
-        cmd = commands[name]
-        await self.handle(cmd, ui, lang)
-
-    @staticmethod
-    def handles(name: str) -> bool:
-        return name.startswith("ledger_")

@@ -11,7 +11,12 @@ same ``runner`` the studio uses, so every result is saved with its metadata.
   "Use as img2img init" and "Inpaint a region".
 * "Inpaint a region" shows the ``MaskPainter`` element; it answers with the
   :data:`MASK_ACTION` action, handled by :meth:`~VisionFlow.on_mask`: caption the crop
-  under the mask → propose a prompt for that area only → inpaint → before/after.
+  under the mask → propose a prompt for that area only → inpaint → before/after. Until
+  then the chat's :class:`~assistant.chat.state.InpaintState` remembers the image, so a
+  typed ``x,y,w,h`` box (:meth:`~VisionFlow.on_message`) or an uploaded mask
+  (:meth:`~VisionFlow.on_mask_upload`) does the same.
+
+Buttons are typed actions (:mod:`assistant.studio.actions`) routed by :attr:`VisionFlow.table`.
 
 Nothing read from a file's metadata is ever sent to a model: it is only displayed, in
 code blocks, and reused verbatim as generation settings when the user asks for that.
@@ -25,17 +30,19 @@ import hashlib
 import io
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 from PIL import Image
 
+from assistant.chat.state import ChatState
 from assistant.prompting.spec import Family, aspect_of, merge_negative, native_size
-from assistant.studio.flow import ActionSpec, Runner
+from assistant.studio.actions import ActionKind, ActionSpec, ActionTable, ImagePayload, MaskPayload
+from assistant.studio.flow import Runner
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
-from tools.core.messages import msg
+from tools.core.messages import lang_code, msg
 from tools.core.request import MAX_PIXELS, MAX_SIDE, ImageRequest, parse_request
 from tools.core.settings import Settings
 from tools.infotext.text import reuse_notes
@@ -43,11 +50,20 @@ from vision.caption import Captioner, ImageDescription
 from vision.masks import Mask, mask_from_box, mask_from_data_url, mask_from_image
 from vision.uploads import Upload, UploadMetadata, load_upload, upload_path, uploads_dir
 
-MASK_ACTION = "egaki_mask"
-REUSE, DESCRIBE, GENERATE, IMG2IMG, INPAINT = (
-    "vision_reuse", "vision_describe", "vision_generate", "vision_img2img", "vision_inpaint",
-)  # fmt: skip
-ACTIONS = frozenset({REUSE, DESCRIBE, GENERATE, IMG2IMG, INPAINT, MASK_ACTION})
+# The vision buttons (see assistant.studio.actions); the painter calls USE_MASK itself.
+REUSE_SETTINGS = ActionKind("vision_reuse", ImagePayload)
+DESCRIBE_IMAGE = ActionKind("vision_describe", ImagePayload)
+GENERATE_FROM = ActionKind("vision_generate", ImagePayload)
+IMG2IMG_FROM = ActionKind("vision_img2img", ImagePayload)
+INPAINT_REGION = ActionKind("vision_inpaint", ImagePayload)
+USE_MASK = ActionKind("egaki_mask", MaskPayload)
+REUSE, DESCRIBE, GENERATE, IMG2IMG, INPAINT, MASK_ACTION = (
+    k.name for k in (REUSE_SETTINGS, DESCRIBE_IMAGE, GENERATE_FROM, IMG2IMG_FROM, INPAINT_REGION,
+                     USE_MASK)
+)  # the wire names
+# "x,y,w,h what to paint" right after "Inpaint a region": a box mask (pixels or fractions)
+_NUM = r"\s*[\d.]+\s*"
+BOX = re.compile(rf"^(?P<box>{_NUM},{_NUM},{_NUM},{_NUM})(?P<rest>.*)$", re.S)
 # Pixel budget per family for img2img/inpaint at the image's own shape.
 WORK_PIXELS = {"sd15": 768 * 1024, "sdxl": 1536 * 1536}
 PREVIEW_SIDE = 1024  # the painter's background; the mask still comes back at full size
@@ -96,7 +112,10 @@ def preview_data_url(path: Path, max_side: int = PREVIEW_SIDE) -> str:
 
 
 class VisionFlow:
-    """Holds the uploads and descriptions of one chat and runs the vision buttons."""
+    """Holds the uploads and descriptions of one chat and runs the vision buttons.
+
+    The language and the inpaint step in progress live in the chat's shared ``state``.
+    """
 
     def __init__(
         self,
@@ -104,7 +123,7 @@ class VisionFlow:
         runner: Runner,
         settings: Settings,
         *,
-        lang: str = "en",
+        state: ChatState | None = None,
         family: str = "sd15",
         overrides: Mapping[str, Any] | None = None,
         presets: list[str] | None = None,
@@ -114,7 +133,7 @@ class VisionFlow:
         self.captioner = captioner
         self.runner = runner
         self.settings = settings
-        self.lang = lang
+        self.state = state if state is not None else ChatState()
         self.family = cast(Family, family if family in WORK_PIXELS else "sd15")
         self.overrides: dict[str, Any] = dict(overrides or {})
         self.presets = presets
@@ -122,11 +141,22 @@ class VisionFlow:
         self.inpaint_strength = inpaint_strength
         self.uploads: dict[str, Upload] = {}
         self.descriptions: dict[str, ImageDescription] = {}
+        self.table = ActionTable()
+        self.table.add(REUSE_SETTINGS, self._pressed(self._reuse))
+        self.table.add(DESCRIBE_IMAGE, self._pressed(self._describe))
+        self.table.add(GENERATE_FROM, self._pressed(self._generate))
+        self.table.add(IMG2IMG_FROM, self._pressed(self._img2img))
+        self.table.add(INPAINT_REGION, self._pressed(self._inpaint))
+        self.table.add(USE_MASK, self._pressed(self._use_mask))
 
-    @staticmethod
-    def handles(name: str) -> bool:
-        """True for the action names this flow answers (route them to :meth:`on_action`)."""
-        return name in ACTIONS
+    @property
+    def lang(self) -> str:
+        return self.state.lang
+
+    @property
+    def awaiting_mask(self) -> str | None:
+        """The image waiting for a mask after "Inpaint a region", if any."""
+        return self.state.inpaint.awaiting_mask
 
     # --- uploads ---------------------------------------------------------------------------
     async def on_upload(self, upload: Upload, ui: VisionUI) -> None:
@@ -140,10 +170,10 @@ class VisionFlow:
             )  # fmt: skip
         meta = upload.metadata
         if meta is not None and (meta.prompt or meta.params):
-            ids = {"image_id": upload.id}
-            acts = [ActionSpec(DESCRIBE, msg("act_describe", self.lang), ids)]
+            ids = ImagePayload(image_id=upload.id)
+            acts = [DESCRIBE_IMAGE.button(msg("act_describe", self.lang), ids)]
             if meta.request is not None:
-                acts.insert(0, ActionSpec(REUSE, msg("act_reuse", self.lang), ids))
+                acts.insert(0, REUSE_SETTINGS.button(msg("act_reuse", self.lang), ids))
             await ui.show(self.metadata_card(meta), acts)
             return
         await self.describe(upload.id, ui)
@@ -161,10 +191,9 @@ class VisionFlow:
             settings = "\n".join(f"{k}: {v}" for k, v in meta.params.items())
             lines += ["", f"**{msg('settings_label', self.lang)}**", code_block(settings)]
         if meta.request_error is not None:
-            problem = meta.request_error[1 if self.lang.startswith("ja") else 0]
+            problem = meta.request_error.localized(self.lang)
             lines += ["", msg("pnginfo_unusable", self.lang, error=plain(problem))]
-        if meta.reuse is not None:  # snapped size, settings left out, syntax not honoured
-            lines += [f"\n{plain(note)}" for note in reuse_notes(meta.reuse, self.lang)]
+        lines += [f"\n{plain(note)}" for note in reuse_notes(meta.reuse, self.lang)]
         return "\n".join(lines)
 
     def upload(self, image_id: str) -> Upload:
@@ -189,13 +218,13 @@ class VisionFlow:
     async def describe(self, image_id: str, ui: VisionUI) -> ImageDescription:
         """Describe the picture and show it as a prompt card with the next steps."""
         desc = await self.description(image_id)
-        ids = {"image_id": image_id}
+        ids = ImagePayload(image_id=image_id)
         await ui.show(
             self.description_card(desc),
             [
-                ActionSpec(GENERATE, msg("act_generate", self.lang), ids),
-                ActionSpec(IMG2IMG, msg("act_img2img", self.lang), ids),
-                ActionSpec(INPAINT, msg("act_inpaint", self.lang), ids),
+                GENERATE_FROM.button(msg("act_generate", self.lang), ids),
+                IMG2IMG_FROM.button(msg("act_img2img", self.lang), ids),
+                INPAINT_REGION.button(msg("act_inpaint", self.lang), ids),
             ],
         )
         return desc
@@ -209,33 +238,75 @@ class VisionFlow:
 
     # --- buttons -----------------------------------------------------------------------------
     async def on_action(self, name: str, payload: Mapping[str, Any], ui: VisionUI) -> None:
-        """Run one of :data:`ACTIONS`; ``payload`` carries ``image_id`` (and the mask)."""
-        image_id = str(payload.get("image_id", ""))
-        if name == MASK_ACTION:
-            await self.on_mask(
-                image_id, payload.get("mask", ""), str(payload.get("instruction", "")), ui
-            )
-        elif name == REUSE:
-            meta = self.upload(image_id).metadata
-            if meta is None or meta.request is None:
-                raise InvalidRequest.of("upload_unknown", image_id=image_id)
-            await self._run(meta.request, ui)  # exactly as written, no panel overrides
-        elif name == DESCRIBE:
-            await self.describe(image_id, ui)
-        elif name == GENERATE:
-            up, desc = self.upload(image_id), await self.description(image_id)
-            width, height = native_size(self.family, aspect_of(up.width, up.height))
-            await self._run(self._request(desc.prompt, desc.negative, width, height), ui)
-        elif name == IMG2IMG:
-            up, desc = self.upload(image_id), await self.description(image_id)
-            width, height = fit_size(up.width, up.height, WORK_PIXELS[self.family])
-            req = self._request(desc.prompt, desc.negative, width, height,
-                                init_image=up.path, strength=self.img2img_strength)  # fmt: skip
-            await self._run(req, ui)
-        elif name == INPAINT:
-            await ui.show_mask_painter(msg("paint_mask", self.lang), self.painter_props(image_id))
-        else:
-            raise InvalidRequest(f"Unknown action {name!r}.", f"不明な操作です: {name!r}")
+        """A press of one of this flow's buttons; ``payload`` carries ``image_id`` (and the
+        mask). :attr:`table` checks it and routes it."""
+        await self.table.dispatch(name, payload, ui)
+
+    def _pressed(
+        self, handler: Callable[[Any, VisionUI], Awaitable[object]]
+    ) -> Callable[[Any, VisionUI], Awaitable[object]]:
+        """Any vision button ends a pending "Inpaint a region" (that button starts one)."""
+
+        async def pressed(payload: Any, ui: VisionUI) -> object:
+            self.state.inpaint.awaiting_mask = None
+            return await handler(payload, ui)
+
+        return pressed
+
+    async def _reuse(self, payload: ImagePayload, ui: VisionUI) -> None:
+        meta = self.upload(payload.image_id).metadata
+        if meta is None or meta.request is None:
+            raise InvalidRequest.of("upload_unknown", image_id=payload.image_id)
+        await self._run(meta.request, ui)  # exactly as written, no panel overrides
+
+    async def _describe(self, payload: ImagePayload, ui: VisionUI) -> None:
+        await self.describe(payload.image_id, ui)
+
+    async def _generate(self, payload: ImagePayload, ui: VisionUI) -> None:
+        up, desc = self.upload(payload.image_id), await self.description(payload.image_id)
+        width, height = native_size(self.family, aspect_of(up.width, up.height))
+        await self._run(self._request(desc.prompt, desc.negative, width, height), ui)
+
+    async def _img2img(self, payload: ImagePayload, ui: VisionUI) -> None:
+        up, desc = self.upload(payload.image_id), await self.description(payload.image_id)
+        width, height = fit_size(up.width, up.height, WORK_PIXELS[self.family])
+        req = self._request(desc.prompt, desc.negative, width, height,
+                            init_image=up.path, strength=self.img2img_strength)  # fmt: skip
+        await self._run(req, ui)
+
+    async def _inpaint(self, payload: ImagePayload, ui: VisionUI) -> None:
+        props = self.painter_props(payload.image_id)
+        self.state.inpaint.awaiting_mask = payload.image_id  # a box or a mask upload also do
+        await ui.show_mask_painter(msg("paint_mask", self.lang), props)
+
+    async def _use_mask(self, payload: MaskPayload, ui: VisionUI) -> None:
+        await self.on_mask(payload.image_id, payload.mask, payload.instruction, ui)
+
+    # --- the mask as a message or an upload ----------------------------------------------------
+    def wants_message(self, text: str) -> bool:
+        """True when ``text`` is a typed ``x,y,w,h`` box for the image awaiting a mask."""
+        return self.awaiting_mask is not None and BOX.match(text) is not None
+
+    async def on_message(self, text: str, ui: VisionUI) -> None:
+        """``x,y,w,h what to paint`` after "Inpaint a region": inpaint that box."""
+        box, image_id = BOX.match(text), self.awaiting_mask
+        if box is None or image_id is None:
+            return  # not a box for a pending inpaint: ask wants_message first
+        self.state.inpaint.awaiting_mask = None
+        await self.on_mask(image_id, box.group("box"), box.group("rest"), ui)
+
+    async def on_mask_upload(
+        self, path: Path, name: str, mime: str, instruction: str, ui: VisionUI
+    ) -> None:
+        """A black-and-white mask file uploaded after "Inpaint a region" (white = change).
+
+        The wait ends here, even when the file turns out not to be a usable image."""
+        image_id = self.awaiting_mask
+        if image_id is None:
+            return  # nothing is waiting for a mask: ask awaiting_mask first
+        self.state.inpaint.awaiting_mask = None
+        upload = await asyncio.to_thread(load_upload, path, self.settings, name=name, mime=mime)
+        await self.on_mask(image_id, upload.open(), instruction, ui)
 
     def painter_props(self, image_id: str, *, ask: bool = False) -> dict[str, Any]:
         """Props for ``MaskPainter``; ``ask=True`` when shown with ``AskElementMessage``."""
@@ -245,7 +316,7 @@ class VisionFlow:
             "image_id": up.id,
             "width": up.width,
             "height": up.height,
-            "lang": "ja" if self.lang.startswith("ja") else "en",
+            "lang": lang_code(self.lang),
             "action": MASK_ACTION,
             "submit": ask,
         }
@@ -274,7 +345,8 @@ class VisionFlow:
         self.uploads[result.id] = result
         if before is not None and before.id in self.descriptions:
             self.descriptions[result.id] = self.descriptions[before.id]
-        acts = [ActionSpec(INPAINT, msg("act_inpaint", self.lang), {"image_id": result.id})]
+        acts = [INPAINT_REGION.button(msg("act_inpaint", self.lang),
+                                      ImagePayload(image_id=result.id))]
         # The runner's display already showed the result (with its seed): don't repeat it.
         if before is not None:
             await ui.show_images(msg("before_after", self.lang), [before.path], acts)

@@ -10,13 +10,15 @@ the family's negative presets. :meth:`SpecBuilder.variations` delegates to
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from assistant.prompting.interview import Aspect, InterviewState, Lang
+from assistant.prompting.interview import Aspect, InterviewState, Lang, is_skip
 from assistant.prompting.spec import (
     CFG_RANGE,
     FAMILY_DEFAULTS,
@@ -34,8 +36,12 @@ from assistant.prompting.spec import (
 from assistant.prompting.spec_card import setting_reason
 from assistant.prompting.variations import make_variations
 from prompts.loader import render
+from tools.core.errors import ModelOutputError
+from tools.core.messages import has_japanese, language_name
 from tools.core.samplers import canonical_sampler
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.llm.structured import LLMCallCounter, StructuredLLM
+
+log = logging.getLogger(__name__)
 
 _FAMILY_NAMES = {"sd15": "Stable Diffusion 1.5", "sdxl": "SDXL"}
 _PROMPT_STYLE = {
@@ -44,8 +50,30 @@ _PROMPT_STYLE = {
 }
 
 
+def sensible_reason(text: str, lang: str) -> str:
+    """The model's reason if it reads as a sentence in the person's language, else ''.
+
+    Small models put slot values ("beach volleyball"), other scripts or babble here; the
+    card then shows Egaki's own reason instead.
+    """
+    text = " ".join(text.split())
+    if not text or len(text) > 160:
+        return ""
+    if lang == "ja":
+        return text if has_japanese(text) and len(text) >= 6 else ""
+    return text if not has_japanese(text) and len(text.split()) >= 4 else ""
+
+
+def seed_from_words(seed: int | None, words: Sequence[str]) -> int | None:
+    """The model's seed only when the person wrote it (models answer 42 / 1234567 by habit)."""
+    if seed is None or not 0 <= seed < 2**32:
+        return None
+    return seed if re.search(rf"(?<!\d){seed}(?!\d)", " ".join(words)) else None
+
+
 def settle_settings(
-    draft: SpecDraft, family: Family, aspect: Aspect | None, lang: Lang
+    draft: SpecDraft, family: Family, aspect: Aspect | None, lang: Lang,
+    words: Sequence[str] = (),
 ) -> tuple[SpecSettings, dict[str, str]]:
     """Valid settings from the model's proposal, with a one-line reason for each."""
     d = FAMILY_DEFAULTS[family]
@@ -68,12 +96,14 @@ def settle_settings(
         reasons["sampler"] = draft.sampler_reason
     except ValueError:
         sampler = d["sampler"]
-    seed = draft.seed if draft.seed is not None and 0 <= draft.seed < 2**32 else None
+    seed = seed_from_words(draft.seed, words)
     settings = SpecSettings(
         width=width, height=height, steps=steps, cfg_scale=cfg, sampler=sampler, seed=seed
     )
     for key in ("size", "steps", "cfg_scale", "sampler", "seed"):
-        reasons[key] = reasons.get(key, "").strip() or setting_reason(key, settings, family, lang)
+        reasons[key] = sensible_reason(reasons.get(key, ""), lang) or setting_reason(
+            key, settings, family, lang
+        )
     return settings, reasons
 
 
@@ -87,12 +117,23 @@ def _english_only(draft: Any) -> str | None:
     return None
 
 
+def fallback_draft(state: InterviewState) -> SpecDraft:
+    """A spec draft without the model: English slot values, else the person's words."""
+    slots = {k: v for k, v in state.slots.items() if v and not has_japanese(v)}
+    subject = slots.pop("subject", "") or ", ".join(
+        w for w in state.user_words if w.strip() and not is_skip(w)
+    )
+    fields = {k: v for k, v in slots.items() if k in PromptParts.model_fields}
+    return SpecDraft(subject=subject[:300] or "a picture", **fields)
+
+
 # --- the builder ----------------------------------------------------------------------------
 class SpecBuilder:
     """Writes prompt specs and variations with ``model``; ``calls`` counts LLM invocations."""
 
     def __init__(self, model: BaseChatModel, *, counter: LLMCallCounter | None = None) -> None:
         self.llm = StructuredLLM(model, counter)
+        self.fell_back = False  # the last build used the person's words, not the model's spec
 
     @property
     def counter(self) -> LLMCallCounter:
@@ -106,11 +147,20 @@ class SpecBuilder:
         self, state: InterviewState, family: Family = "sd15", presets: Sequence[str] | None = None
     ) -> PromptSpec:
         """One spec from the interview (1 LLM call; 2 if the first answer is unusable)."""
-        draft = await self.llm.ask(
-            SpecDraft, self._spec_messages(state, family), purpose="spec", check=_english_only
-        )
+        self.fell_back = False
+        try:
+            draft = await self.llm.ask(
+                SpecDraft, self._spec_messages(state, family), purpose="spec",
+                check=_english_only,
+            )
+        except ModelOutputError as err:
+            # GO always reaches a picture: the person's own words (and English slots) stand in
+            log.warning("spec from the interview itself: %s", err)
+            draft, self.fell_back = fallback_draft(state), True
         parts = PromptParts.model_validate(draft.model_dump(include=set(PromptParts.model_fields)))
-        settings, reasons = settle_settings(draft, family, state.aspect, state.language)
+        settings, reasons = settle_settings(
+            draft, family, state.aspect, state.language, state.user_words
+        )
         spec = PromptSpec(
             positive=parts.compose(family),
             negative=merge_negative(family, draft.negative_extra, presets),
@@ -135,7 +185,7 @@ class SpecBuilder:
 
     @staticmethod
     def _spec_messages(state: InterviewState, family: Family) -> list[BaseMessage]:
-        language = "Japanese" if state.language == "ja" else "English"
+        language = language_name(state.language)
         sizes = ", ".join(f"{a} {w}x{h}" for a, (w, h) in NATIVE_SIZES[family].items())
         system = render(
             "spec.md",

@@ -25,7 +25,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prompts.loader import load_yaml, render
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.core.messages import has_japanese, lang_code, language_name, localize, msg
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 Slot = Literal["subject", "mood", "setting", "lighting", "clothing", "framing", "style", "aspect"]
 SLOTS: tuple[Slot, ...] = get_args(Slot)  # impact order: most important first
@@ -97,7 +98,7 @@ class InterviewState(BaseModel):
     @classmethod
     def start(cls, language: str = "en") -> InterviewState:
         """A fresh interview; ``language`` is the browser's, used until the user writes."""
-        return cls(language="ja" if language.lower().startswith("ja") else "en")
+        return cls(language=lang_code(language))
 
     @property
     def unknown(self) -> list[Slot]:
@@ -136,14 +137,17 @@ class ProposedQuestion(BaseModel):
     """One question the model wants to ask, and the slot it is about."""
 
     slot: str = Field(json_schema_extra={"enum": list(SLOTS)})  # grammar: a known slot
-    text: str
+    text: str = Field(json_schema_extra={"maxLength": 120})  # schema-only: a bounded answer
 
 
 class InterviewReply(BaseModel):
     """The interview step's structured output."""
 
     slots: SlotValues = Field(default_factory=SlotValues)
-    questions: list[ProposedQuestion] = Field(default_factory=list)
+    # bound to what the app asks at most: a larger cap invites a small model to fill it
+    questions: list[ProposedQuestion] = Field(
+        default_factory=list, json_schema_extra={"maxItems": MAX_QUESTIONS}
+    )
     ready: bool = False
 
 
@@ -158,17 +162,16 @@ class InterviewResult(BaseModel):
 
     def message(self) -> str:
         """Chat text: the questions plus the "say GO" hint, or the "writing it now" line."""
-        data = load_yaml("interview.yaml")
         lang = self.state.language
         if self.ready:
-            return str(data["ready"][lang])
+            return msg("interview_ready", lang)
         lines = [f"- {q}" for q in self.questions]
-        return "\n".join([*lines, "", str(data["hint"][lang])])
+        return "\n".join([*lines, "", msg("interview_hint", lang)])
 
 
 def default_question(slot: Slot, lang: Lang) -> str:
     """The localized fallback question for ``slot`` from ``prompts/interview.yaml``."""
-    return str(load_yaml("interview.yaml")["slots"][slot][lang])
+    return localize(load_yaml("interview.yaml")["slots"][slot], lang)
 
 
 def _in_language(text: str, lang: Lang) -> bool:
@@ -269,7 +272,7 @@ class Interviewer:
         return chosen
 
     def _messages(self, state: InterviewState) -> list[BaseMessage]:
-        language = "Japanese" if state.language == "ja" else "English"
+        language = language_name(state.language)
         system = render(
             "interview.md",
             language=language,

@@ -17,73 +17,30 @@ if TYPE_CHECKING:
     from assistant.prompting.spec import PromptSpec, SpecSettings
     from tools.engines.diffusers.prompts.a1111 import TokenCount
 
-_LABELS: dict[str, dict[str, str]] = {
-    "prompt": {"en": "🎨 Prompt", "ja": "🎨 プロンプト"},
-    "negative": {
-        "en": "🚫 Negative prompt (common-defect preset included)",
-        "ja": "🚫 ネガティブプロンプト（崩れ対策の定番入り）",
-    },
-    "settings": {"en": "Setting", "ja": "設定"},
-    "value": {"en": "Value", "ja": "値"},
-    "why": {"en": "Why", "ja": "理由"},
-    "size": {"en": "Size", "ja": "サイズ"},
-    "steps": {"en": "Steps", "ja": "ステップ数"},
-    "cfg_scale": {"en": "CFG scale", "ja": "CFG スケール"},
-    "sampler": {"en": "Sampler", "ja": "サンプラー"},
-    "seed": {"en": "Seed", "ja": "シード"},
-    "random": {"en": "random", "ja": "ランダム"},
-    "words": {"en": "💬 Your words", "ja": "💬 あなたの言葉"},
-    "variation": {"en": "🎲 Variation", "ja": "🎲 バリエーション"},
+# Each settings row: the catalogue key of its name and of the app's own reason.
+_ROWS = {
+    "size": ("card_size", "reason_size"),
+    "steps": ("setting_steps", "reason_steps"),
+    "cfg_scale": ("setting_cfg_scale", "reason_cfg_scale"),
+    "sampler": ("setting_sampler", "reason_sampler"),
+    "seed": ("card_seed", "reason_seed_random"),
 }
 _ASPECT = {
-    "square": {"en": "Square", "ja": "正方形の"},
-    "portrait": {"en": "Portrait", "ja": "縦長の"},
-    "landscape": {"en": "Landscape", "ja": "横長の"},
+    "square": "aspect_square", "portrait": "aspect_portrait", "landscape": "aspect_landscape",
 }
 _FAMILY = {"sd15": "SD 1.5", "sdxl": "SDXL"}
-_REASONS: dict[str, dict[str, str]] = {
-    "size": {
-        "en": "{aspect} size that {family} models are trained for",
-        "ja": "{family} が得意な{aspect}サイズ",
-    },
-    "steps": {
-        "en": "Enough steps for detail without a long wait",
-        "ja": "細部が出て、待ち時間も長すぎない回数",
-    },
-    "cfg_scale": {
-        "en": "Follows the prompt closely but still looks natural",
-        "ja": "プロンプトに忠実で、不自然になりにくい値",
-    },
-    "sampler": {
-        "en": "Fast, clean all-round sampler",
-        "ja": "速くて安定した定番のサンプラー",
-    },
-    "seed": {"en": "Random, so every run differs", "ja": "ランダム（毎回違う絵になります）"},
-    "seed_fixed": {
-        "en": "Fixed, so this image can be made again",
-        "ja": "固定（同じ絵をもう一度作れます）",
-    },
-}
-
-
-def _lang(lang: str) -> str:
-    return "ja" if lang.startswith("ja") else "en"
-
-
-def label(key: str, lang: str) -> str:
-    """A localized card label."""
-    return _LABELS[key][_lang(lang)]
 
 
 def setting_reason(key: str, settings: SpecSettings, family: str, lang: str) -> str:
     """The app's own one-line reason for a setting (used when the model gave none)."""
     from assistant.prompting.spec import aspect_of  # local: prompt_spec imports this module
 
-    code = _lang(lang)
     if key == "seed" and settings.seed is not None:
-        key = "seed_fixed"
-    aspect = _ASPECT[aspect_of(settings.width, settings.height)][code]
-    return _REASONS[key][code].format(aspect=aspect, family=_FAMILY.get(family, family))
+        return msg("reason_seed_fixed", lang)
+    if key == "size":
+        aspect = msg(_ASPECT[aspect_of(settings.width, settings.height)], lang)
+        return msg("reason_size", lang, aspect=aspect, family=_FAMILY.get(family, family))
+    return msg(_ROWS[key][1], lang)
 
 
 def _cell(text: object) -> str:
@@ -111,9 +68,8 @@ def render_card(spec: PromptSpec, lang: str,
 
     ``tokens``: the prompt's and the negative's counts (None: no tokenizer, no count).
     """
-    code = _lang(lang)
     s = spec.settings
-    seed = s.seed if s.seed is not None else label("random", code)
+    seed = s.seed if s.seed is not None else msg("card_random_seed", lang)
     rows = [
         ("size", f"{s.width} × {s.height}"),
         ("steps", s.steps),
@@ -123,21 +79,20 @@ def render_card(spec: PromptSpec, lang: str,
     ]
     lines: list[str] = []
     if spec.axis:
-        lines += [f"**{label('variation', code)}:** {spec.label or spec.axis} (`{spec.axis}`)", ""]
+        variation = msg("card_variation", lang)
+        lines += [f"**{variation}:** {spec.label or spec.axis} (`{spec.axis}`)", ""]
     family = _FAMILY.get(spec.family, spec.family)
-    lines += [f"**{label('prompt', code)}** · {family}{token_note(tokens[0], code)}"]
+    lines += [f"**{msg('prompt_label', lang)}** · {family}{token_note(tokens[0], lang)}"]
     lines += [_block(spec.positive), "",
-              f"**{label('negative', code)}**{token_note(tokens[1], code)}", _block(spec.negative)]
-    lines += [
-        "",
-        f"| {label('settings', code)} | {label('value', code)} | {label('why', code)} |",
-        "|---|---|---|",
-    ]
+              f"**{msg('card_negative', lang)}**{token_note(tokens[1], lang)}",
+              _block(spec.negative)]
+    head = [msg(key, lang) for key in ("card_setting", "card_value", "card_why")]
+    lines += ["", "| " + " | ".join(head) + " |", "|---|---|---|"]
     for key, value in rows:
-        reason = spec.reasons.get(key) or setting_reason(key, s, spec.family, code)
-        lines.append(f"| {label(key, code)} | {_cell(value)} | {_cell(reason)} |")
+        reason = spec.reasons.get(key) or setting_reason(key, s, spec.family, lang)
+        lines.append(f"| {msg(_ROWS[key][0], lang)} | {_cell(value)} | {_cell(reason)} |")
     words = [w.strip() for w in spec.user_words if w.strip()]
     if words:
-        lines += ["", f"**{label('words', code)}**"]
+        lines += ["", f"**{msg('card_user_words', lang)}**"]
         lines += ["> - " + w.replace("\n", " ") for w in words]
     return "\n".join(lines)

@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field, field_validator
 from assistant.prompting.spec import AXES, MAX_VARIANTS, PromptSpec
 from prompts.loader import load_yaml, render
 from tools.core.errors import InvalidRequest
-from tools.llm.structured import StructuredLLM, has_japanese
+from tools.core.messages import has_japanese, language_name, localize
+from tools.llm.structured import StructuredLLM
 from tools.llm.text import lenient_text, model_prompt
 
 _AXIS_ALIASES = {
@@ -33,12 +34,16 @@ _AXIS_ALIASES = {
 }
 
 
+ENGLISH = r"^[A-Za-z0-9 ,.'()!?:;/&+-]*$"  # as the spec's prompt fields
+
+
 class VariantDraft(BaseModel):
     """One proposed variant: the axis it changes, the new English text, a short label."""
 
     axis: str = Field(json_schema_extra={"enum": list(AXES)})  # grammar: a known axis
-    value: str
-    label: str = ""
+    # schema-only bounds: a short English phrase (ASCII, as for the spec) and a short label
+    value: str = Field(json_schema_extra={"maxLength": 100, "pattern": ENGLISH})
+    label: str = Field("", json_schema_extra={"maxLength": 30})
 
     @field_validator("label", mode="before")
     @classmethod
@@ -54,7 +59,7 @@ class VariantDraft(BaseModel):
 class VariationsReply(BaseModel):
     """The variations step's structured output."""
 
-    variants: list[VariantDraft] = Field(default_factory=list)
+    variants: list[VariantDraft] = Field(default_factory=list, json_schema_extra={"maxItems": 8})
 
 
 def axis_name(raw: str) -> str:
@@ -81,17 +86,11 @@ async def make_variations(
 ) -> list[PromptSpec]:
     """``n`` distinct one-axis variants of ``spec`` from ONE call to ``llm``."""
     if not 1 <= n <= MAX_VARIANTS:
-        raise InvalidRequest(
-            f"Ask for between 1 and {MAX_VARIANTS} variations, not {n}.",
-            f"バリエーションは 1〜{MAX_VARIANTS} 個で指定してください（{n} 個は不可）。",
-        )
+        raise InvalidRequest.of("variations_count", most=MAX_VARIANTS, n=n)
     allowed: list[str] = [axis_name(a) for a in axes] if axes else list(AXES)
     unknown = [a for a in allowed if a not in AXES]
     if unknown:
-        raise InvalidRequest(
-            f"Unknown variation axes {unknown}; choose from {', '.join(AXES)}.",
-            f"不明な軸 {unknown} です。{', '.join(AXES)} から選んでください。",
-        )
+        raise InvalidRequest.of("variations_unknown_axes", unknown=unknown, axes=", ".join(AXES))
     reply = await llm.ask(VariationsReply, _messages(spec, n, allowed), purpose="variations")
     seen = {spec.positive.casefold()}
     out: list[PromptSpec] = []
@@ -128,20 +127,16 @@ def _fill(
     while len(out) < n:
         live = [a for a in axes if cursor[a] < len(options[a])]
         if not live:
-            raise InvalidRequest(
-                f"Only {len(out)} distinct variations exist along {', '.join(axes)}; "
-                "allow more axes.",
-                f"{', '.join(axes)} では {len(out)} 種類しか作れません。軸を増やしてください。",
-            )
+            raise InvalidRequest.of("variations_too_few", n=len(out), axes=", ".join(axes))
         axis = min(live, key=lambda a: (sum(v.axis == a for v in out), axes.index(a)))
         option = options[axis][cursor[axis]]
         cursor[axis] += 1
-        _add(out, seen, spec, axis, option["value"], option[spec.language])
+        _add(out, seen, spec, axis, option["value"], localize(option, spec.language))
     return out
 
 
 def _messages(spec: PromptSpec, n: int, axes: list[str]) -> list[BaseMessage]:
-    language = "Japanese" if spec.language == "ja" else "English"
+    language = language_name(spec.language)
     system = render("variations.md", n=n, axes=", ".join(axes), language=language)
     current = {a: getattr(spec.parts, a) for a in axes}
     user = (

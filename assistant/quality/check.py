@@ -135,14 +135,7 @@ class StatusSource(Protocol):
 
 
 def no_vision_error(model: str) -> CapabilityMissing:
-    return CapabilityMissing(
-        f"`{model}` can't see images, so I can't check the candidates automatically. "
-        f"Pull a vision model (for example `ollama pull {_SUGGESTED_VISION}`) and choose it "
-        "as the vision model in settings, or turn automatic checks off.",
-        f"`{model}` は画像を扱えないため、候補を自動でチェックできません。"
-        f"`ollama pull {_SUGGESTED_VISION}` などで視覚モデルを入れて設定で視覚モデルに選ぶか、"
-        "自動チェックをオフにしてください。",
-    )
+    return CapabilityMissing.of("no_vision_check", model=model, suggested=_SUGGESTED_VISION)
 
 
 def _all_answered(n: int) -> Any:

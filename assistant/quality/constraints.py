@@ -38,7 +38,8 @@ from assistant.quality.counts import (
 )
 from prompts.loader import render
 from tools.core.errors import ModelOutputError
-from tools.llm.structured import LLMCallCounter, StructuredLLM, has_japanese
+from tools.core.messages import has_japanese, language_name, msg
+from tools.llm.structured import LLMCallCounter, StructuredLLM
 
 __all__ = [
     "KINDS",
@@ -59,7 +60,6 @@ MAX_CONSTRAINTS = 5
 TEXT_FREE_QUESTION = (
     "Is the image free of any visible written text, letters, numbers, logos or watermarks?"
 )
-_TEXT_FREE_LABEL = {"en": "no text", "ja": "文字なし"}
 _KIND_ALIASES: dict[str, ConstraintKind] = {
     "number": "count",
     "quantity": "count",
@@ -189,7 +189,7 @@ def text_free_constraint(lang: str, source: Source = "rule") -> Constraint:
         subject="text",
         expected=True,
         question=TEXT_FREE_QUESTION,
-        label=_TEXT_FREE_LABEL["ja" if lang == "ja" else "en"],
+        label=msg("check_text_free_label", lang),
         source=source,
     )
 
@@ -296,12 +296,11 @@ class ConstraintDeriver:
         return merge_constraints([c for c in drafts if c], spec, self.max_constraints)
 
     def messages(self, spec: PromptSpec) -> list[BaseMessage]:
-        language = "Japanese" if spec.language == "ja" else "English"
         system = render(
             "constraints.md",
             max_constraints=self.max_constraints,
             kinds=", ".join(KINDS),
-            language=language,
+            language=language_name(spec.language),
         )
         words = "\n".join(f"- {w}" for w in spec.user_words) or "- (none)"
         parts = {k: v for k, v in spec.parts.model_dump().items() if v}

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from assistant.quality.check import Verdict
 from assistant.quality.constraints import Constraint
 from assistant.quality.counts import singular
+from tools.core.messages import lang_code, msg
 
 __all__ = ["CandidateRecord", "CandidateStatus", "Phase", "QualityReport", "explain"]
 
@@ -73,60 +74,7 @@ class QualityReport(BaseModel):
         return max((c.verdict.passes for c in shown), default=0)
 
 
-_TEXTS: dict[str, dict[str, str]] = {
-    "head_pass": {
-        "en": "Made {n} candidates; showing the best {s}, which passed all {k} checks.",
-        "ja": "候補を{n}枚作り、{k}項目のチェックをすべて満たした{s}枚を表示しています。",
-    },
-    "head_single": {
-        "en": "Checked the image: it passed all {k} checks.",
-        "ja": "画像をチェックしました。{k}項目すべてを満たしています。",
-    },
-    "head_partial": {
-        "en": "Made {n} candidates; none passed every check, so this is the closest "
-        "({p} of {k} checks).",
-        "ja": "候補を{n}枚作りましたが、すべてを満たすものがなかったため、最も近いもの"
-        "（{k}項目中{p}項目）を表示しています。",
-    },
-    "dropped": {"en": "Dropped: {reasons}.", "ja": "除外した理由: {reasons}。"},
-    "sep": {"en": "; ", "ja": "、"},
-    "count_seen": {
-        "en": "{f} of {n} had {seen} {subject} instead of {expected}",
-        "ja": "{n}枚中{f}枚は「{label}」の数が違いました（{expected}ではなく{seen}）",
-    },
-    "count": {
-        "en": "{f} of {n} didn't show exactly {expected} {subject}",
-        "ja": "{n}枚中{f}枚は「{label}」の数が違いました",
-    },
-    "text_free": {
-        "en": "{f} of {n} contained text",
-        "ja": "{n}枚中{f}枚に文字が入っていました",
-    },
-    "generic": {
-        "en": "{f} of {n} missed “{label}”",
-        "ja": "{n}枚中{f}枚は「{label}」を満たしていませんでした",
-    },
-    "unchecked": {
-        "en": "{f} of {n} couldn't be checked",
-        "ja": "{n}枚中{f}枚はチェックできませんでした",
-    },
-    "rounds": {
-        "en": "I adjusted the prompt and tried again ({r} rounds).",
-        "ja": "プロンプトを調整して作り直しました（{r}回）。",
-    },
-    "stop_seconds": {
-        "en": "Stopped early at the time limit.",
-        "ja": "時間の上限に達したため途中で止めました。",
-    },
-    "stop_images": {
-        "en": "Stopped early at the image limit.",
-        "ja": "枚数の上限に達したため途中で止めました。",
-    },
-}
-
-
-def _t(key: str, lang: str, **values: object) -> str:
-    return _TEXTS[key]["ja" if lang == "ja" else "en"].format(**values)
+_STOP = {"seconds": "report_stop_seconds", "images": "report_stop_images"}
 
 
 def _reasons(report: QualityReport, lang: str) -> list[str]:
@@ -150,36 +98,26 @@ def _reasons(report: QualityReport, lang: str) -> list[str]:
         if con.kind == "count":
             by_seen = Counter(r.seen for r in results)
             for seen, f in by_seen.most_common():
+                # English names the counted noun, Japanese the check's label (see quality.yaml)
+                english = lang_code(lang) == "en"
                 if seen is None:
-                    text = _t(
-                        "count",
-                        lang,
-                        f=f,
-                        n=n,
-                        expected=con.expected,
-                        subject=con.subject,
-                        label=label,
-                    )
+                    counted = f"{con.expected} {con.subject}" if english else label
+                    text = msg("report_count", lang, f=f, n=n, counted=counted)
                 else:
-                    subject = singular(con.subject) if seen == 1 else con.subject
-                    text = _t(
-                        "count_seen",
-                        lang,
-                        f=f,
-                        n=n,
-                        seen=seen,
-                        subject=subject,
-                        expected=con.expected,
-                        label=label,
-                    )
+                    noun = singular(con.subject) if seen == 1 else con.subject
+                    counted = noun if english else label
+                    text = msg("report_count_seen", lang, f=f, n=n, seen=seen,
+                               expected=con.expected, counted=counted)
                 clauses.append((f, text))
         elif con.kind == "text_free":
-            clauses.append((len(results), _t("text_free", lang, f=len(results), n=n)))
+            clauses.append((len(results), msg("report_text_free", lang, f=len(results), n=n)))
         else:
-            clauses.append((len(results), _t("generic", lang, f=len(results), n=n, label=label)))
+            clauses.append(
+                (len(results), msg("report_generic", lang, f=len(results), n=n, label=label))
+            )
     clauses.sort(key=lambda fc: -fc[0])  # stable: constraint order breaks ties
     if unchecked:
-        clauses.append((unchecked, _t("unchecked", lang, f=unchecked, n=n)))
+        clauses.append((unchecked, msg("report_unchecked", lang, f=unchecked, n=n)))
     return [text for _, text in clauses]
 
 
@@ -193,18 +131,19 @@ def explain(report: QualityReport, lang: str | None = None) -> str:
     shown = [report.candidates[i] for i in report.shown]
     if all(c.verdict.all_passed for c in shown):
         head = (
-            _t("head_single", lang, k=k)
+            msg("report_head_single", lang, k=k)
             if n == 1
-            else _t("head_pass", lang, n=n, s=len(shown), k=k)
+            else msg("report_head_pass", lang, n=n, s=len(shown), k=k)
         )
     else:
-        head = _t("head_partial", lang, n=n, p=report.best_passes(), k=k)
+        head = msg("report_head_partial", lang, n=n, p=report.best_passes(), k=k)
     parts = [head]
     reasons = _reasons(report, lang)
     if reasons:
-        parts.append(_t("dropped", lang, reasons=_t("sep", lang).join(reasons)))
+        joined = msg("report_reason_sep", lang).join(reasons)
+        parts.append(msg("report_dropped", lang, reasons=joined))
     if report.rounds > 1:
-        parts.append(_t("rounds", lang, r=report.rounds))
-    if report.stop_reason in ("images", "seconds"):
-        parts.append(_t(f"stop_{report.stop_reason}", lang))
-    return ("" if lang == "ja" else " ").join(parts)
+        parts.append(msg("report_rounds", lang, r=report.rounds))
+    if report.stop_reason in _STOP:
+        parts.append(msg(_STOP[report.stop_reason], lang))
+    return msg("report_sentence_sep", lang).join(parts)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from assistant.prompting.spec import native_size
+from tools.core.messages import msg
 from tools.core.samplers import SAMPLERS
 
 WidgetKind = Literal["select", "switch", "slider", "text"]
@@ -29,12 +30,11 @@ CLIP_SKIPS = ["auto", "1", "2", "3", "4"]  # A1111's numbering: 1 = none, 2 = co
 
 @dataclass(frozen=True)
 class Field:
-    """One panel widget: id, kind, labels, choices and initial value."""
+    """One panel widget: id, kind, the catalogue key of its label, choices, initial value."""
 
     id: str
     kind: WidgetKind
-    label_en: str
-    label_ja: str
+    label_key: str
     initial: Any
     choices: list[str] = field(default_factory=list)
     min: float = 0
@@ -42,28 +42,23 @@ class Field:
     step: float = 1
 
     def label(self, lang: str) -> str:
-        return self.label_ja if lang.startswith("ja") else self.label_en
+        return msg(self.label_key, lang)
 
 
 FIELDS: list[Field] = [
-    Field("chat_model", "text", "Chat model (Ollama)", "チャットモデル（Ollama）", ""),
-    Field("image_model", "text", "Image model", "画像モデル", ""),
-    Field("aspect", "select", "Size / aspect", "サイズ・縦横比", "auto",
-          ["auto", "square", "portrait", "landscape"]),
-    Field("steps", "select", "Steps", "ステップ数", "auto", STEPS),
-    Field("cfg_scale", "select", "CFG scale", "CFG スケール", "auto", CFGS),
-    Field("sampler", "select", "Sampler", "サンプラー", "auto", ["auto", *SAMPLERS]),
-    Field("clip_skip", "select", "Clip skip (1 = none; SDXL ignores it)",
-          "Clip skip（1 = なし、SDXL では無効）", "auto", CLIP_SKIPS),
-    Field("seed", "text", "Seed (blank = random)", "シード（空欄でランダム）", ""),
-    Field("seed_lock", "switch", "Lock seed to the last image", "直前のシードを固定", False),
-    Field("batch_size", "slider", "Images per run", "1回の枚数", 1, min=1, max=4),
-    Field("fast", "switch", "Fast mode (few steps, quick preview quality)",
-          "高速モード（少ないステップ・プレビュー品質）", False),
-    Field("best_of", "switch", "Best-of-N: check with the vision model, show the best",
-          "ベストオブN: 視覚モデルで確認し、良いものだけ表示", False),
-    Field("negative_preset", "select", "Negative preset", "ネガティブプリセット", "full",
-          list(NEGATIVE_PRESETS)),
+    Field("chat_model", "text", "panel_chat_model", ""),
+    Field("image_model", "text", "panel_image_model", ""),
+    Field("aspect", "select", "panel_aspect", "auto", ["auto", "square", "portrait", "landscape"]),
+    Field("steps", "select", "setting_steps", "auto", STEPS),
+    Field("cfg_scale", "select", "setting_cfg_scale", "auto", CFGS),
+    Field("sampler", "select", "setting_sampler", "auto", ["auto", *SAMPLERS]),
+    Field("clip_skip", "select", "panel_clip_skip", "auto", CLIP_SKIPS),
+    Field("seed", "text", "panel_seed", ""),
+    Field("seed_lock", "switch", "panel_seed_lock", False),
+    Field("batch_size", "slider", "panel_batch_size", 1, min=1, max=4),
+    Field("fast", "switch", "panel_fast", False),
+    Field("best_of", "switch", "panel_best_of", False),
+    Field("negative_preset", "select", "panel_negative_preset", "full", list(NEGATIVE_PRESETS)),
 ]
 
 

@@ -25,14 +25,17 @@ from typing import Any
 
 from tools.core.engine import GeneratedImage, ImageEngine
 from tools.core.errors import EgakiError
+from tools.core.events import EventSink, StepProgress
 from tools.core.request import ImageRequest
-from tools.engines.jobs import JobQueue, PositionCallback, ProgressCallback, StatusCallback
+from tools.engines.jobs import JobQueue
 from tools.infotext.png import save_png
 from tools.ledger.types import RecordContext, Recorder
 
 log = logging.getLogger(__name__)
 
 ResultCallback = Callable[[list[GeneratedImage], list[Path]], Any]
+# The record context, or a function returning the current one (e.g. a chat's state).
+ContextSource = RecordContext | Callable[[], RecordContext]
 
 
 def _unique_path(folder: Path, stem: str) -> Path:
@@ -50,8 +53,10 @@ class ImageRunner:
     Shared by the ``generate_image`` tool and the chat's buttons so both paths save,
     embed metadata, record and display identically. ``recorder(images, paths, context)``
     (e.g. ``Ledger.record_batch``) runs after the PNGs exist and before ``on_result``;
-    ``context`` is the default :class:`RecordContext` (thread id, the user's words), which
-    ``run(request, context=...)`` overrides per call.
+    ``context`` is the default :class:`RecordContext` (thread id, the user's words), or a
+    function returning it when it is asked for (a chat passes its state's), which
+    ``run(request, context=...)`` overrides per call. ``on_event`` hears the job's typed
+    progress events (:mod:`tools.core.events`).
     """
 
     def __init__(
@@ -60,20 +65,26 @@ class ImageRunner:
         *,
         output_dir: Path,
         on_result: ResultCallback | None = None,
-        on_step: ProgressCallback | None = None,
-        on_queue_position: PositionCallback | None = None,
+        on_event: EventSink | None = None,
         recorder: Recorder | None = None,
-        context: RecordContext | None = None,
-        on_status: StatusCallback | None = None,
+        context: ContextSource | None = None,
     ) -> None:
         self.runner = runner
-        self.on_status = on_status
         self.output_dir = output_dir
         self.on_result = on_result
-        self.on_step = on_step
-        self.on_queue_position = on_queue_position
+        self.on_event = on_event
         self.recorder = recorder
-        self.context = context or RecordContext()
+        self._context = context or RecordContext()
+
+    @property
+    def context(self) -> RecordContext:
+        """The default record context, as it is now."""
+        return self._context if isinstance(self._context, RecordContext) else self._context()
+
+    def _on_step(self, step: int, total: int, preview: Any) -> None:
+        """An engine's ``on_step`` when there is no queue to turn it into an event."""
+        if self.on_event is not None:
+            self.on_event(StepProgress(step, total, preview))
 
     def save(self, images: list[GeneratedImage]) -> list[Path]:
         self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -90,9 +101,10 @@ class ImageRunner:
         """
         if self.recorder is None or not images:
             return []
-        context = context or self.context
-        if not context.thread_id and self.context.thread_id:
-            context = replace(context, thread_id=self.context.thread_id)
+        default = self.context
+        context = context or default
+        if not context.thread_id and default.thread_id:
+            context = replace(context, thread_id=default.thread_id)
         try:
             ids = self.recorder(images, paths, context)
         except EgakiError as err:
@@ -108,12 +120,9 @@ class ImageRunner:
         """Generate, save, record and report; raises GenerationCancelled / EngineError."""
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
-            images = await self.runner.submit(
-                request, on_step=self.on_step, on_queue_position=self.on_queue_position,
-                on_status=self.on_status,
-            )
+            images = await self.runner.submit(request, on_event=self.on_event)
         else:
-            images = await asyncio.to_thread(self.runner.generate, request, self.on_step)
+            images = await asyncio.to_thread(self.runner.generate, request, self._on_step)
         paths = await asyncio.to_thread(self.save, images)
         if self.recorder is not None:
             await asyncio.to_thread(self.record, images, paths, context)
@@ -128,13 +137,9 @@ class ImageRunner:
     ) -> tuple[list[GeneratedImage], list[Path]]:
         request = request.with_seed()
         if isinstance(self.runner, JobQueue):
-            images = asyncio.run(
-                self.runner.submit(
-                    request, on_step=self.on_step, on_queue_position=self.on_queue_position
-                )
-            )
+            images = asyncio.run(self.runner.submit(request, on_event=self.on_event))
         else:
-            images = self.runner.generate(request, on_step=self.on_step)
+            images = self.runner.generate(request, on_step=self._on_step)
         paths = self.save(images)
         self.record(images, paths, context)
         if self.on_result is not None:

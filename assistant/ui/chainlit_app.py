@@ -1,7 +1,13 @@
-"""Chainlit handlers. With ui_render.py and persistence.py, the only modules importing chainlit.
+"""Chainlit handlers: thin glue between Chainlit's events and the composition root.
 
-Thin on purpose: each handler forwards to a :class:`Conversation` and renders what it
-asks for. Run with ``egaki run`` (which calls ``chainlit run`` on this file).
+Everything is built by :class:`assistant.app.App` (one per process, from the settings);
+each handler finds its chat's :class:`~assistant.chat.conversation.Conversation`, forwards
+the event and lets :mod:`assistant.ui.render` draw what it asks for. Run with ``egaki run``
+(which calls ``chainlit run`` on this file). With ``render.py``, ``persistence.py`` and
+``compat.py``, the only modules that import chainlit.
+
+Chainlit finds its handlers by decorators run at import, so that is all that happens
+here at import: the handlers, the file route and the login method.
 """
 
 from __future__ import annotations
@@ -9,165 +15,50 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import chainlit as cl
-from chainlit.server import app as chainlit_app
+from chainlit.server import app as chainlit_server
 from chainlit.types import ThreadDict
 from starlette.datastructures import Headers
 
-from assistant.chat.conversation import Conversation, ollama_chat_model
-from assistant.chat.image_tool import make_generate_image_tool
-from assistant.chat.ledger_chat import LedgerChat
+from assistant.app import App, shared_app
+from assistant.chat.conversation import Conversation
+from assistant.chat.state import ChatState
 from assistant.chat.vision_flow import MASK_ACTION
-from assistant.studio.best_of import BestOf
-from assistant.studio.runner import ImageRunner
 from assistant.ui import compat as chainlit_compat
 from assistant.ui.persistence import local_user, make_data_layer, mount_files
 from assistant.ui.render import ACTION, ChainlitUI, ImageReporter, widgets
 from tools.core.errors import EgakiError
-from tools.core.imports import preload_numpy, serialized
 from tools.core.messages import msg
-from tools.core.settings import Settings
-from tools.engines.factory import build_queue
-from tools.engines.jobs import JobQueue
-from tools.ledger.service import Ledger
-from tools.ledger.types import RecordContext
-from tools.llm.ollama_gateway import OllamaGateway
 
 log = logging.getLogger(__name__)
 
-chainlit_compat.serve_local_assets_only()
-preload_numpy()
-SETTINGS = Settings()
-GATEWAY = OllamaGateway(SETTINGS)
-_QUEUE: JobQueue | None = None
-_LEDGER: Ledger | None = None
+APP: App = shared_app()
 
 
-_LEDGER_LOCK = asyncio.Lock()
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-_DEVICE: str | None = None
+def _install(app: App) -> None:
+    """What Chainlit's server needs before it serves: local assets, the files route."""
+    chainlit_compat.serve_local_assets_only()
+    mount_files(chainlit_server, app.chat_files)
 
 
-async def image_device() -> str:
-    """cuda/mps/cpu/remote for the configured engine (torch imported off the loop)."""
-    global _DEVICE
-    if _DEVICE is None:
-        from assistant.quality.settings import engine_device
-
-        _DEVICE = await asyncio.to_thread(serialized, engine_device, SETTINGS)
-    return _DEVICE
-
-
-def best_of_default(device: str) -> bool:
-    """Best-of-N is on where images are quick, unless the settings say otherwise."""
-    if SETTINGS.quality_mode != "auto":
-        return SETTINGS.quality_mode == "on"
-    return device in ("cuda", "remote")
-
-
-def best_of_factory(reporter: ImageReporter, book: Ledger, thread_id: str,
-                    device: str) -> Callable[[Any], BestOf]:
-    """Builds the chat's best-of-N once its chat model is known."""
-
-    def make(chat_model: Any) -> BestOf:
-        from langchain_ollama import ChatOllama
-
-        from assistant.quality.check import VisionChecker, load_clip_scorer
-        from assistant.quality.constraints import ConstraintDeriver
-        from assistant.quality.loop import QualityLoop
-        from assistant.quality.settings import QualitySettings
-
-        hidden = ImageRunner(  # shows nothing: rejected candidates never reach the chat
-            job_queue(),
-            output_dir=SETTINGS.images_dir,
-            on_step=reporter.on_step,
-            on_queue_position=reporter.on_queue_position,
-            recorder=book.record_batch,
-            context=RecordContext(thread_id=thread_id, status="rejected"),
-            on_status=reporter.on_status,
-        )
-        name = SETTINGS.effective_vision_model
-        vision = ChatOllama(model=name, base_url=SETTINGS.ollama_host,
-                            client_kwargs={"timeout": SETTINGS.ollama_timeout_s})
-        loop = QualityLoop(
-            VisionChecker(vision, model_name=name, gateway=GATEWAY),
-            hidden.run,
-            QualitySettings.from_settings(SETTINGS),
-            deriver=ConstraintDeriver(chat_model),
-            scorer=load_clip_scorer(SETTINGS.quality_clip_model),
-            device=device,
-        )
-        return BestOf(loop, reporter.on_result, book)
-
-    return make
-
-
-async def ledger() -> Ledger:
-    """The process-wide ledger, opened off the event loop (Chroma is slow to import);
-    the first call also reconciles files and records in the background."""
-    global _LEDGER
-    async with _LEDGER_LOCK:
-        if _LEDGER is None:
-            _LEDGER = await asyncio.to_thread(serialized, Ledger.from_settings, SETTINGS)
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(_LEDGER.reconcile))
-            _BACKGROUND.add(task)
-            task.add_done_callback(_BACKGROUND.discard)
-    return _LEDGER
-
-
-_FAMILY: str | None = None
-
-
-def image_family(settings: Settings) -> str:
-    """SD1.5 or SDXL, for prompt style and native sizes; a guess when nothing is local.
-
-    Read once per process (it opens the model's index or checkpoint header), not per chat.
-    """
-    global _FAMILY
-    if _FAMILY is None:
-        _FAMILY = _detect_family(settings)
-    return _FAMILY
-
-
-def _detect_family(settings: Settings) -> str:
-    if settings.image_engine == "diffusers":
-        from tools.engines.diffusers.models import detect_family, resolve_model
-
-        try:
-            return detect_family(resolve_model(settings.image_model, settings))
-        except (EgakiError, OSError, ValueError) as err:
-            log.info("Could not detect the image model family: %s", err)
-    return "sdxl" if "xl" in settings.image_model.lower() else "sd15"
-
-
-def job_queue() -> JobQueue:
-    """The one image queue of this process, built on first use (weights load lazily)."""
-    global _QUEUE
-    if _QUEUE is None:
-        _QUEUE = build_queue(SETTINGS)
-    return _QUEUE
-
-
-CHAT_DB = SETTINGS.data_dir / "chat_history.sqlite3"
-CHAT_FILES = SETTINGS.data_dir / "chat_files"
-mount_files(chainlit_app, CHAT_FILES)
+_install(APP)
 
 
 @cl.data_layer
 def data_layer() -> cl.data.BaseDataLayer:
     """Threads, messages and images in SQLite + files under the data dir."""
-    return make_data_layer(CHAT_DB, CHAT_FILES)
+    return make_data_layer(APP.chat_db, APP.chat_files)
 
 
-if SETTINGS.auth_password:
+if APP.settings.auth_password:
     # Required by `egaki run` whenever the chat is bound to a non-loopback address.
     @cl.password_auth_callback
     async def password_auth(username: str, password: str) -> cl.User | None:
-        if hmac.compare_digest(password.encode(), SETTINGS.auth_password.encode()):
+        secret = APP.settings.auth_password
+        if hmac.compare_digest(password.encode(), secret.encode()):
             return cl.User(identifier=username or "egaki", metadata={"provider": "password"})
         return None
 
@@ -179,71 +70,43 @@ else:
 
 
 async def _conversation() -> Conversation:
+    """This session's chat, opened by the composition root on first use."""
     conv = cl.user_session.get("conversation")
     if conv is None:
-        reporter = ImageReporter()
+        session = cl.context.session
+        state = ChatState.start(getattr(session, "language", None) or "en",
+                                session.thread_id or "")
+        reporter = ImageReporter(lambda: state.lang)
         cl.user_session.set("reporter", reporter)
-        book = await ledger()
-        device = await image_device()
-        thread_id = cl.context.session.thread_id or ""
-        runner = ImageRunner(
-            job_queue(),
-            output_dir=SETTINGS.images_dir,
-            on_result=reporter.on_result,
-            on_step=reporter.on_step,
-            on_queue_position=reporter.on_queue_position,
-            recorder=book.record_batch,
-            context=RecordContext(thread_id=thread_id),
-            on_status=reporter.on_status,
-        )
-        conv = Conversation(
-            SETTINGS,
-            GATEWAY,
-            ollama_chat_model(SETTINGS),
-            [make_generate_image_tool(runner)],
-            browser_lang=getattr(cl.context.session, "language", None) or "en",
-            runner=runner.run,
-            family=image_family(SETTINGS),
-            ledger_chat=LedgerChat(book, runner),
-            best_of_factory=best_of_factory(reporter, book, thread_id, device),
-            best_of_default=best_of_default(device),
-            token_counter=getattr(job_queue().engine, "count_tokens", None),
-        )
-        reporter.lang_of = lambda: conv.lang
+        conv = await APP.open_chat(state, reporter)
         cl.user_session.set("conversation", conv)
     return conv
 
 
 @cl.set_starters
 async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
-    if (language or "").startswith("ja"):
-        return [
-            cl.Starter(label="ビーチバレーの写真", message="ビーチバレーの写真を作りたい"),
-            cl.Starter(label="夜の東京の街並み", message="雨上がりの夜の東京の路地を描いて"),
-            cl.Starter(label="写真からプロンプト", message="この写真をプロンプトにして"),
-        ]
+    lang = language or "en"
     return [
-        cl.Starter(label="Beach volleyball photo", message="I want a beach volleyball photo"),
-        cl.Starter(label="Cozy reading nook", message="A cozy reading nook on a rainy day"),
-        cl.Starter(label="Photo → prompt", message="Describe my photo as a prompt"),
+        cl.Starter(label=msg("starter_beach", lang), message=msg("starter_beach_says", lang)),
+        cl.Starter(label=msg("starter_scene", lang), message=msg("starter_scene_says", lang)),
+        cl.Starter(label=msg("starter_photo", lang), message=msg("starter_photo_says", lang)),
     ]
 
 
-def _widgets(lang: str) -> list[Any]:
-    initial = {"chat_model": SETTINGS.chat_model, "image_model": SETTINGS.image_model,
-               "best_of": best_of_default(_DEVICE or "cpu")}
-    return widgets(lang, initial)
+async def _send_panel(conv: Conversation) -> None:
+    await cl.ChatSettings(widgets(conv.lang, await APP.panel_defaults())).send()
 
 
 @cl.on_chat_start
 async def on_chat_start() -> None:
     conv = await _conversation()
-    await cl.ChatSettings(_widgets(conv.lang)).send()
+    await _send_panel(conv)
     await conv.start(ChainlitUI())
 
 
 def _remember(conv: Conversation) -> None:
-    """Keep a JSON snapshot in the user session: Chainlit saves it with the thread."""
+    """Keep the chat state's JSON snapshot in the user session: Chainlit saves it with the
+    thread."""
     cl.user_session.set("egaki", conv.snapshot())
 
 
@@ -253,7 +116,7 @@ async def on_chat_resume(thread: ThreadDict) -> None:
     snapshot = cl.user_session.get("egaki")
     if isinstance(snapshot, dict):
         conv.restore(snapshot)
-    await cl.ChatSettings(_widgets(conv.lang)).send()
+    await _send_panel(conv)
     if await conv.ensure_model(ChainlitUI()) and conv.studio and conv.studio.spec:
         await ChainlitUI().show(msg("after_images", conv.lang), conv.studio.actions())
 
@@ -271,6 +134,7 @@ async def on_settings_update(values: dict[str, Any]) -> None:
 @cl.on_message
 async def on_message(message: cl.Message) -> None:
     conv = await _conversation()
+
     async def turn() -> None:
         files = [
             (Path(str(el.path)), el.name or "", getattr(el, "mime", None) or "")
@@ -313,21 +177,23 @@ async def _stoppable(work: Any) -> None:
         await cl.context.emitter.task_end()
 
 
+async def _press(name: str, payload: dict[str, Any], what: str) -> None:
+    """Forward a button press (typed and routed by the chat's action table)."""
+    conv = await _conversation()
+    await _stoppable(_guard(conv, conv.on_action(name, payload, ChainlitUI()), what))
+
+
 @cl.action_callback(ACTION)
 async def on_action(action: cl.Action) -> None:
-    conv = await _conversation()
+    """Every studio/vision/ledger button: the payload names the action."""
     payload = dict(action.payload or {})
-    name = str(payload.pop("action", ""))
-    await _stoppable(_guard(conv, conv.on_action(name, payload, ChainlitUI()), "a button"))
+    await _press(str(payload.pop("action", "")), payload, "a button")
 
 
 @cl.action_callback(MASK_ACTION)
 async def on_mask(action: cl.Action) -> None:
     """The MaskPainter element's "Use this mask" (callAction with the mask data URL)."""
-    conv = await _conversation()
-    payload = dict(action.payload or {})
-    work = _guard(conv, conv.on_action(MASK_ACTION, payload, ChainlitUI()), "the mask action")
-    await _stoppable(work)
+    await _press(MASK_ACTION, dict(action.payload or {}), "the mask action")
 
 
 @cl.on_stop

@@ -63,11 +63,7 @@ def check_object_key(object_key: str) -> PurePosixPath:
         or object_key.startswith("/")
         or any(p in ("", ".", "..") for p in parts)
     ):
-        raise InvalidRequest(
-            f"Refusing the chat file key {object_key!r}: keys are relative paths "
-            "without '.', '..' or empty parts.",
-            f"チャットファイルのキー {object_key!r} は使えません。",
-        )
+        raise InvalidRequest.of("chat_file_key", key=object_key)
     return PurePosixPath(*parts)
 
 
@@ -98,7 +94,7 @@ class LocalStorageClient(BaseStorageClient):
         path = self.root / check_object_key(object_key)
         # A symlink planted inside root must not lead outside it either.
         if not path.resolve().is_relative_to(self.root.resolve()):
-            raise InvalidRequest(f"Refusing the chat file key {object_key!r}: outside the store.")
+            raise InvalidRequest.of("chat_file_outside", key=object_key)
         return path
 
     def url_for(self, object_key: str) -> str:

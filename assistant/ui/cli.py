@@ -13,6 +13,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from assistant.ui.ledger_cli import add_ledger_parser, run_ledger
 from tools.core.errors import ConfigError
@@ -36,12 +37,7 @@ PRIVATE_ENV = {
 def check_serving(settings: Settings) -> None:
     """Refuse to expose the chat on a network without a password."""
     if not settings.is_loopback and not settings.auth_password:
-        raise ConfigError(
-            f"Binding to {settings.host} exposes your chat to the network. Set "
-            "EGAKI_AUTH_PASSWORD, or keep EGAKI_HOST=127.0.0.1.",
-            f"{settings.host} で待ち受けるとネットワークに公開されます。EGAKI_AUTH_PASSWORD を"
-            "設定するか、EGAKI_HOST=127.0.0.1 のままにしてください。",
-        )
+        raise ConfigError.of("serving_exposed", host=settings.host)
 
 
 def apply_private_env(settings: Settings) -> None:
@@ -107,6 +103,27 @@ def run(settings: Settings, host: str | None, port: int | None, watch: bool) -> 
     return 0
 
 
+def compare_models(settings: Settings, models: list[str], json_path: Path | None,
+                   n_requests: int) -> int:
+    """``egaki compare-models``: print the table (and write the JSON)."""
+    import asyncio
+
+    from assistant.prompting.compare import REQUESTS, as_json, compare, table
+    from tools.llm.backend import make_chat_model
+
+    def make(model: str) -> Any:
+        return make_chat_model(settings, model, temperature=0, seed=42)
+
+    rows = asyncio.run(compare(models, make, REQUESTS[: max(1, min(n_requests, 4))],
+                               on_progress=lambda line: print(line, file=sys.stderr),
+                               limit={"num_predict" if settings.llm_api == "ollama"
+                                      else "max_tokens": 128}))
+    print(table(rows))
+    if json_path is not None:
+        json_path.write_text(as_json(rows), encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="egaki", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,16 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--port", type=int, help="port (default 8000)")
     p_run.add_argument("--watch", action="store_true", help="reload on code changes")
     sub.add_parser("settings", help="print the effective settings")
+    p_cmp = sub.add_parser("compare-models", help="run Egaki's tasks on chat models, side by side")
+    p_cmp.add_argument("models", nargs="+", help="model names on the configured server")
+    p_cmp.add_argument("--json", type=Path, help="also write every number to this file")
+    p_cmp.add_argument("--requests", type=int, default=4, help="sample requests per model (1-4)")
     add_ledger_parser(sub)
     args = parser.parse_args(argv)
 
     try:
         settings = Settings()
         if args.command == "settings":
-            print(settings.model_dump_json(indent=2, exclude={"auth_password"}))
+            print(settings.model_dump_json(indent=2, exclude={"auth_password", "openai_api_key"}))
             return 0
         if args.command == "ledger":
             return run_ledger(args, settings)
+        if args.command == "compare-models":
+            return compare_models(settings, args.models, args.json, args.requests)
         return run(settings, args.host, args.port, args.watch)
     except ConfigError as err:
         print(f"egaki: {err.message}", file=sys.stderr)

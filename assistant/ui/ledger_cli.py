@@ -94,8 +94,8 @@ def run_ledger(args: argparse.Namespace, settings: Settings) -> int:
             cmd = args.ledger_command
             if cmd == "search":
                 result = ledger.search(" ".join(args.text), args.k, include_rejected=args.all)
-                if result.note:
-                    print(f"note: {result.note}", file=err)
+                if result.note is not None:
+                    print(f"note: {result.note.localized('en')}", file=err)
                 if not result.hits:
                     print("No matching images.", file=out)
                 for hit in result.hits:

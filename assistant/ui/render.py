@@ -16,10 +16,19 @@ from typing import Any
 import chainlit as cl
 from PIL import Image as PILImage
 
-from assistant.studio.flow import ActionSpec
+from assistant.studio.actions import ActionSpec
 from assistant.studio.panel import FIELDS
 from assistant.ui import compat as chainlit_compat  # noqa: F401  (fixes chainlit before use)
 from tools.core.engine import GeneratedImage
+from tools.core.events import (
+    Downloading,
+    ModelLoaded,
+    ModelLoading,
+    Optimising,
+    ProgressEvent,
+    QueuePosition,
+    StepProgress,
+)
 from tools.core.messages import msg
 from tools.llm.ollama_gateway import PullProgress
 
@@ -108,14 +117,17 @@ class ChainlitUI:
 
 
 class ImageReporter:
-    """Shows a job's queue position, step progress and finished images in the chat."""
+    """Shows a job's queue position, step progress and finished images in the chat.
 
-    def __init__(self) -> None:
+    Implements :class:`assistant.app.ImageDisplay`; ``lang_of`` gives the chat's language.
+    """
+
+    def __init__(self, lang_of: Callable[[], str] = lambda: "en") -> None:
         self._status: cl.Message | None = None
         self._preview: cl.Image | None = None
         self._last = 0.0
         self._downloads: dict[str, tuple[int, int]] = {}
-        self.lang_of: Callable[[], str] = lambda: "en"  # the conversation sets this
+        self.lang_of = lang_of
 
     async def _show(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
@@ -129,23 +141,26 @@ class ImageReporter:
             self._status.content = text
             await self._status.update()
 
-    async def on_queue_position(self, ahead: int) -> None:
-        if ahead:
-            await self._show(msg("queue_position", self.lang_of(), ahead=ahead), True)
-
-    async def on_status(self, label: str, done: int, total: int | None) -> None:
-        """Model loading and hub download progress for this chat's job."""
+    async def on_event(self, event: ProgressEvent) -> None:
+        """Show one of the job's typed events (queue, download, load, steps)."""
         lang = self.lang_of()
-        if label.startswith("load:"):
-            await self._show(msg("loading_model", lang, name=label.removeprefix("load:")), True)
-            return
-        if label.startswith("optimise:"):
-            await self._show(msg("optimising_model", lang, name=label.removeprefix("optimise:")),
-                             True)
-            return
-        if label.startswith("loaded:"):
-            self._downloads.clear()
-            return
+        match event:
+            case QueuePosition(ahead=ahead):
+                if ahead:
+                    await self._show(msg("queue_position", lang, ahead=ahead), True)
+            case ModelLoading(name=name):
+                await self._show(msg("loading_model", lang, name=name), True)
+            case Optimising(name=name):
+                await self._show(msg("optimising_model", lang, name=name), True)
+            case ModelLoaded():
+                self._downloads.clear()
+            case Downloading(label=label, done=done, total=total):
+                await self._downloading(label, done, total, lang)
+            case StepProgress(step=step, total=total, preview=preview):
+                await self._step(step, total, preview, lang)
+
+    async def _downloading(self, label: str, done: int, total: int | None, lang: str) -> None:
+        """One bar for all files of the download, however many the hub fetches at once."""
         self._downloads[label] = (done, total or 0)
         got = sum(d for d, _ in self._downloads.values())
         size = sum(tt for _, tt in self._downloads.values())
@@ -153,9 +168,9 @@ class ImageReporter:
         await self._show(msg("downloading_model", lang, bar=progress_bar(fraction),
                            percent=f"{fraction:.0%}", done=_gb(got), total=_gb(size)))
 
-    async def on_step(self, step: int, total: int, preview: object) -> None:
+    async def _step(self, step: int, total: int, preview: object, lang: str) -> None:
         bar = progress_bar(step / total if total else 0.0)
-        await self._show(msg("drawing", self.lang_of(), bar=bar, step=step, total=total),
+        await self._show(msg("drawing", lang, bar=bar, step=step, total=total),
                          force=step == total)
         if isinstance(preview, PILImage.Image) and self._status is not None:
             await self._show_preview(preview)
@@ -189,9 +204,9 @@ class ImageReporter:
         req = images[0].request
         ids = " ".join(f"#{g.ledger_id}" for g in images if g.ledger_id)
         lines = [
-            f"**Seed** {', '.join(str(g.seed) for g in images)} · {req.width}×{req.height} · "
-            f"{req.steps} steps · {req.sampler} · CFG {req.cfg_scale:g}"
-            + (f" · {ids}" if ids else ""),
+            msg("result_caption", self.lang_of(), seeds=", ".join(str(g.seed) for g in images),
+                width=req.width, height=req.height, steps=req.steps, sampler=req.sampler,
+                cfg=f"{req.cfg_scale:g}", ids=f" · {ids}" if ids else ""),
             *([f"⏱ {images[0].duration_s:.1f} s · {images[0].peak_memory}"]
               if images[0].peak_memory else []),
             f"`{req.prompt}`",

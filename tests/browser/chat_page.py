@@ -15,7 +15,7 @@ from pathlib import Path
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Locator, Page, expect
 
-from tests.chainlit_client import ROOT
+from tests.support.app_process import ROOT
 
 SCREENSHOTS = ROOT / "artifacts" / "screenshots"
 TIMEOUT_MS = 20_000

@@ -11,8 +11,9 @@ section), unless installing is allowed: running as root, ``apt-get`` present, an
 fonts-noto-color-emoji`` runs once (the fonts make Japanese and the emoji buttons readable
 in the screenshots; the tests pass without them).
 
-Each test module defines its own ``app`` fixture (an :class:`AppProcess`); the fake
-Ollama, a private Chainlit root and a ready Japanese tab (``ja_chat``) are shared here.
+Each test module defines its own ``app`` fixture (an :class:`AppProcess` on the module's
+``ollama_server``); a private Chainlit root and a ready Japanese tab (``ja_chat``) are shared
+here, and the fake Ollama is reset before every test.
 Every page runs in a new context whose requests are routed: loopback goes through,
 anything else is aborted and recorded in ``context.offsite`` (the app is offline-first;
 see test_page_requests_stay_on_this_machine).
@@ -30,8 +31,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.chainlit_client import ROOT, AppProcess
-from tests.fake_ollama import FakeOllama
+from tests.support.app_process import ROOT, AppProcess
+from tests.support.fake_ollama import FakeOllama
 
 if TYPE_CHECKING:
     from tests.browser.chat_page import ChatPage
@@ -167,15 +168,10 @@ def new_context(browser: Any) -> Iterator[Callable[..., Any]]:
 # --- the app side ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    with FakeOllama() as srv:
-        yield srv
-
-
 @pytest.fixture(autouse=True)
 def _fresh_ollama(ollama: FakeOllama) -> None:
-    ollama.clear()
+    """Reset the module's fake Ollama (tests/conftest.py) before each test, even one that
+    only opens a tab: the page's welcome already talks to it."""
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,13 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.chat_page import ChatPage
-from tests.chainlit_client import ROOT, AppProcess
-from tests.fake_ollama import FakeOllama, Reply
-from tests.test_app_e2e import INTERVIEW_JA, SPEC
+from tests.support.app_process import ROOT, AppProcess, app_env
+from tests.support.fake_ollama import FakeOllama, Reply
+from tests.support.replies import INTERVIEW_JA, SPEC
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CAPTION_JA = re.compile(r"シード \d+ ·")  # the caption under an image, in a Japanese chat
 
 VARIANTS = {
     "variants": [
@@ -42,15 +44,10 @@ VARIANTS = {
 
 @pytest.fixture(scope="module")
 def app(
-    ollama: FakeOllama, chainlit_root: Path, tmp_path_factory: pytest.TempPathFactory
+    ollama_server: FakeOllama, chainlit_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppProcess]:
-    env = {
-        "CHAINLIT_APP_ROOT": str(chainlit_root),
-        "EGAKI_DATA_DIR": str(tmp_path_factory.mktemp("browser-app")),
-        "EGAKI_OLLAMA_HOST": ollama.url,
-        "EGAKI_OFFLINE": "1",
-        "EGAKI_IMAGE_ENGINE": "fake",
-    }
+    env = app_env(tmp_path_factory.mktemp("browser-app"), ollama_server,
+                  CHAINLIT_APP_ROOT=str(chainlit_root))
     with AppProcess(env) as proc:
         yield proc
     assert "Traceback" not in proc.log(), proc.log()
@@ -74,7 +71,7 @@ def test_japanese_request_to_image_then_variation_pick(
     img = chat.wait_images(1)
     assert chat.natural_size(img) == (512, 512)
     assert (img.get_attribute("alt") or "").startswith("seed-")
-    expect(chat.bot_says("Seed")).to_contain_text("512×512")
+    expect(chat.bot_says(CAPTION_JA)).to_contain_text("512×512")  # the caption is Japanese too
     chat.bot_says("次はどうしますか")
     for label in ("🎲 バリエーション", "✏️ 同じシードで修正", "🆕 新しい絵"):
         expect(chat.button(label)).to_be_visible()
@@ -90,7 +87,7 @@ def test_japanese_request_to_image_then_variation_pick(
     picks[1].click()
     img2 = chat.wait_images(2)
     assert img2.get_attribute("src") != img.get_attribute("src")
-    expect(chat.bot.filter(has_text="Seed").last).to_contain_text("light rain, wet sand")
+    expect(chat.bot.filter(has_text=CAPTION_JA).last).to_contain_text("light rain, wet sand")
     chat.shot("ja-06-picked-variation", img2)
 
 
@@ -146,7 +143,7 @@ def test_settings_panel_steps_show_in_the_next_caption(
     ollama.enqueue(Reply(data=SPEC))  # SPEC asks for 20 steps; the panel wins
     chat.send("GO")
     img = chat.wait_images(1)
-    expect(chat.bot.filter(has_text="Seed").last).to_contain_text("8 steps")
+    expect(chat.bot.filter(has_text=CAPTION_JA).last).to_contain_text("8 ステップ")
     chat.shot("settings-caption-8-steps", img)
 
 

@@ -16,31 +16,23 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.chat_page import ChatPage
-from tests.chainlit_client import AppProcess
-from tests.fake_ollama import FakeOllama, Reply
-from tests.test_app_e2e import SPEC
-from tests.tiny_pipelines import TinyModels
+from tests.support.app_process import AppProcess, app_env
+from tests.support.fake_ollama import FakeOllama, Reply
+from tests.support.replies import SPEC
+from tests.support.tiny_pipelines import TinyModels
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")
 def app(
-    ollama: FakeOllama,
+    ollama_server: FakeOllama,
     chainlit_root: Path,
     tiny_models: TinyModels,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AppProcess]:
-    env = {
-        "CHAINLIT_APP_ROOT": str(chainlit_root),
-        "EGAKI_DATA_DIR": str(tmp_path_factory.mktemp("browser-queue-app")),
-        "EGAKI_OLLAMA_HOST": ollama.url,
-        "EGAKI_OFFLINE": "1",
-        "EGAKI_IMAGE_ENGINE": "diffusers",
-        "EGAKI_IMAGE_MODEL": str(tiny_models.sd15_dir),
-        "EGAKI_TINY_VAE_MODEL": str(tiny_models.taesd_dir),
-        "EGAKI_HF_CACHE_DIR": str(tiny_models.hf_cache),
-    }
+    env = app_env(tmp_path_factory.mktemp("browser-queue-app"), ollama_server, tiny_models,
+                  CHAINLIT_APP_ROOT=str(chainlit_root))
     with AppProcess(env) as proc:
         yield proc
     assert "Traceback" not in proc.log(), proc.log()

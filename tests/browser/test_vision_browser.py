@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import Page, expect
 
 from tests.browser.chat_page import TIMEOUT_MS, ChatPage
-from tests.chainlit_client import AppProcess
-from tests.fake_ollama import FakeOllama, Reply
-from tests.test_vision_e2e import DESCRIPTION, PROPOSAL, REGION
+from tests.support.app_process import AppProcess, app_env
+from tests.support.fake_ollama import FakeOllama, Reply
+from tests.support.replies import DESCRIPTION, PROPOSAL, REGION
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -31,15 +31,10 @@ INPAINT = "🖌️ Inpaint a region"
 
 @pytest.fixture(scope="module")
 def app(
-    ollama: FakeOllama, chainlit_root: Path, tmp_path_factory: pytest.TempPathFactory
+    ollama_server: FakeOllama, chainlit_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[AppProcess]:
-    env = {
-        "CHAINLIT_APP_ROOT": str(chainlit_root),
-        "EGAKI_DATA_DIR": str(tmp_path_factory.mktemp("browser-vision-app")),
-        "EGAKI_OLLAMA_HOST": ollama.url,
-        "EGAKI_OFFLINE": "1",
-        "EGAKI_IMAGE_ENGINE": "fake",
-    }
+    env = app_env(tmp_path_factory.mktemp("browser-vision-app"), ollama_server,
+                  CHAINLIT_APP_ROOT=str(chainlit_root))
     with AppProcess(env) as proc:
         yield proc
     assert "Traceback" not in proc.log(), proc.log()

@@ -2,35 +2,41 @@
 
 Only the UI layer catches broad exceptions; everything below raises one of these, made
 with :meth:`EgakiError.of` from a key of the message catalogue
-(:mod:`tools.core.messages`), so the UI edge renders it in the user's language.
+(:mod:`tools.core.messages`), so the UI edge renders it in the user's language with
+:meth:`EgakiError.localized`. ``str(err)`` and :attr:`EgakiError.message` are the English
+text, for logs and for the language model.
 """
 
 from __future__ import annotations
 
 from typing import Any, Self
 
-from tools.core.messages import Message
+from tools.core.messages import Message, placeholders
 
 
 class EgakiError(Exception):
-    """Base class: ``str(err)`` is the English message; :meth:`localized` any language."""
+    """Base class: ``EngineError.of("key", **values)``; :meth:`localized` in any language."""
 
-    def __init__(self, message: str | Message, ja: str | None = None) -> None:
-        self.note = message if isinstance(message, Message) else None
-        english = message.render("en") if isinstance(message, Message) else message
-        super().__init__(english)
-        self.message = english
-        self.ja = message.render("ja") if isinstance(message, Message) else (ja or english)
+    def __init__(self, note: Message, /) -> None:
+        if not isinstance(note, Message):
+            name = type(self).__name__
+            raise TypeError(f"{name} is made from a catalogue key: {name}.of(key, **values)")
+        self.note = note
+        super().__init__(note.localized("en"))
 
     @classmethod
     def of(cls, key: str, /, **values: Any) -> Self:
         """The error whose text is catalogue message ``key`` filled with ``values``."""
-        return cls(Message(key, values))
+        return cls(Message.of(key, **values))
+
+    @property
+    def message(self) -> str:
+        """The English text."""
+        return self.note.localized("en")
 
     def localized(self, lang: str) -> str:
-        if self.note is not None:
-            return self.note.render(lang)
-        return self.ja if lang.startswith("ja") else self.message
+        """The text in the reader's language ('en', 'ja', 'ja-JP'…)."""
+        return self.note.localized(lang)
 
 
 class ConfigError(EgakiError):
@@ -41,12 +47,31 @@ class OllamaUnavailable(EgakiError):
     """The Ollama server cannot be reached."""
 
 
-class ModelMissing(EgakiError):
-    """A named model is not installed (Ollama or image model)."""
+class ChatServerUnavailable(OllamaUnavailable):
+    """An OpenAI-compatible chat server cannot be reached (caught wherever Ollama's is)."""
 
-    def __init__(self, message: str, ja: str | None = None, *, model: str = "") -> None:
-        super().__init__(message, ja)
-        self.model = model
+
+class ChatServerError(EgakiError):
+    """The chat server refused a request (auth, 5xx) — its own words in the message."""
+
+
+class ContextTooLong(EgakiError):
+    """The conversation does not fit the model's context window."""
+
+
+class ModelMissing(EgakiError):
+    """A named model is not installed (Ollama or image model); :attr:`model` names it."""
+
+    model: str = ""
+
+    @classmethod
+    def of(cls, key: str, /, *, model: str = "", **values: Any) -> Self:
+        """Like :meth:`EgakiError.of`; ``model`` is kept, and fills a ``{model}`` placeholder."""
+        wanted = {"model": model} if "model" in placeholders(key) else {}
+        note = Message.of(key, **values, **wanted)
+        err = cls(note)
+        err.model = model
+        return err
 
 
 class CapabilityMissing(EgakiError):

@@ -4,7 +4,13 @@ The texts live as data in ``prompts/messages/*.yaml`` (one file per area; a key 
 once across all files, each with ``en`` and ``ja``). :func:`msg` renders a key in a
 language and fails loudly on an unknown key, a missing value or a value no placeholder
 uses; a :class:`Message` carries a key and its values until the UI edge knows the
-user's language. :func:`detect_language` is the one place that decides "is this Japanese".
+user's language. A value that is itself localizable (a :class:`Message`, an error) is
+rendered in the same language, so messages nest ("… {reason}").
+
+One place decides languages: :func:`detect_language` ("is this Japanese"),
+:func:`lang_code` (a locale tag to ``en``/``ja``), :func:`language_name` (the word a
+prompt template wants) and :func:`localize` (the ``en``/``ja`` entry of a pair that is
+data elsewhere in ``prompts/``, such as interview questions or variation labels).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from prompts.loader import HERE, load_yaml
 
@@ -43,6 +49,26 @@ def detect_language(text: str, fallback: str = "en") -> Lang:
     return "ja" if has_japanese(text) else lang_code(fallback)
 
 
+def language_name(lang: str | None) -> str:
+    """'Japanese' or 'English': how prompt templates name the reader's language."""
+    return "Japanese" if lang_code(lang) == "ja" else "English"
+
+
+def localize(texts: Mapping[str, Any], lang: str | None) -> str:
+    """The ``lang`` entry of an ``{en: …, ja: …}`` pair kept as data in ``prompts/``."""
+    code = lang_code(lang)
+    if code not in texts:
+        raise MessageError(f"no {code!r} text in {dict(texts)!r}")
+    return str(texts[code])
+
+
+@runtime_checkable
+class Localizable(Protocol):
+    """Anything that can say itself in a language: a :class:`Message`, an ``EgakiError``."""
+
+    def localized(self, lang: str) -> str: ...
+
+
 @cache
 def catalogue() -> Mapping[str, Mapping[Lang, str]]:
     """Every message, read once from ``prompts/messages/*.yaml`` and checked."""
@@ -64,16 +90,28 @@ def fields(text: str) -> set[str]:
             for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
-def msg(key: str, lang: str = "en", /, **values: Any) -> str:
-    """Message ``key`` in ``lang`` with ``values`` filled in; loud on any mismatch."""
+def _texts(key: str) -> Mapping[Lang, str]:
     texts = catalogue().get(key)
     if texts is None:
         raise MessageError(f"no message {key!r} in {MESSAGES_DIR}")
-    text = texts[lang_code(lang)]
+    return texts
+
+
+def placeholders(key: str) -> set[str]:
+    """The values message ``key`` needs (the same in every language; tests check)."""
+    return fields(_texts(key)["en"])
+
+
+def msg(key: str, lang: str = "en", /, **values: Any) -> str:
+    """Message ``key`` in ``lang`` with ``values`` filled in; loud on any mismatch."""
+    text = _texts(key)[lang_code(lang)]
     wanted = fields(text)
     if missing := wanted - values.keys():
         raise MessageError(f"message {key!r} needs values for {sorted(missing)}")
-    return text.format(**values)
+    if extra := values.keys() - wanted:
+        raise MessageError(f"message {key!r} has no placeholder for {sorted(extra)}")
+    shown = {k: v.localized(lang) if isinstance(v, Localizable) else v for k, v in values.items()}
+    return text.format(**shown)
 
 
 @dataclass(frozen=True)
@@ -83,5 +121,13 @@ class Message:
     key: str
     values: Mapping[str, Any] = field(default_factory=dict)
 
-    def render(self, lang: str) -> str:
+    @classmethod
+    def of(cls, key: str, /, **values: Any) -> Message:
+        """Message ``key`` with ``values``; an unknown key or wrong values fail here already."""
+        note = cls(key, values)
+        note.localized("en")
+        return note
+
+    def localized(self, lang: str) -> str:
+        """The text in ``lang`` ('en', 'ja', 'ja-JP'…)."""
         return msg(self.key, lang, **self.values)

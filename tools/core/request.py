@@ -129,7 +129,4 @@ def parse_request(data: dict[str, object]) -> ImageRequest:
         return ImageRequest.model_validate(data)
     except ValidationError as err:
         text = format_validation_error(err)
-        raise InvalidRequest(
-            f"That image request can't run: {text}.",
-            f"この画像リクエストは実行できません: {text}。",
-        ) from err
+        raise InvalidRequest.of("request_invalid", detail=text) from err

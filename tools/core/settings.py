@@ -7,6 +7,7 @@ optional ``.env``) and passed down; nothing deeper in the code reads ``os.enviro
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -42,7 +43,30 @@ class Settings(BaseSettings):
         "a local index under data_dir/chroma.",
     )
 
-    # --- language models (Ollama) --------------------------------------------------------
+    # --- language models: Ollama, or any OpenAI-compatible local server -------------------
+    llm_api: Literal["ollama", "openai"] = Field(
+        "ollama",
+        description="How to talk to the chat/vision model: 'ollama' (its own API) or 'openai' "
+        "(any OpenAI-compatible server: LM Studio, llama.cpp llama-server, vLLM, Jan...).",
+    )
+    openai_base_url: str = Field(
+        "http://127.0.0.1:1234/v1",
+        description="Base URL of the OpenAI-compatible server (LM Studio :1234/v1, "
+        "llama-server :8080/v1); '/v1' is added when missing.",
+    )
+    openai_api_key: str = Field(
+        "", description="API key for the OpenAI-compatible server; empty = none needed."
+    )
+    llm_tools: bool | None = Field(
+        None, description="Declare tool calling (true/false); empty = ask the server."
+    )
+    llm_vision: bool | None = Field(
+        None, description="Declare image input (true/false); empty = ask the server."
+    )
+    llm_json_schema: bool | None = Field(
+        None,
+        description="Declare JSON-schema structured output (true/false); empty = ask the server.",
+    )
     ollama_host: str = Field(
         "http://127.0.0.1:11434", description="Base URL of the Ollama server."
     )
@@ -53,10 +77,10 @@ class Settings(BaseSettings):
         "", description="Ollama model for image captions; empty means use chat_model."
     )
     embed_model: str = Field("nomic-embed-text", description="Ollama model for ledger search.")
-    embedder: Literal["ollama", "hash"] = Field(
+    embedder: Literal["ollama", "openai", "hash"] = Field(
         "ollama",
-        description="Ledger search embeddings: 'ollama' (embed_model) or 'hash' (offline, "
-        "word-overlap only).",
+        description="Ledger search embeddings: 'ollama' (embed_model), 'openai' (embed_model "
+        "through /v1/embeddings) or 'hash' (offline, word-overlap only).",
     )
     ollama_timeout_s: float = Field(300.0, gt=0, description="Per-request timeout for Ollama.")
     auto_pull: bool = Field(
@@ -178,6 +202,16 @@ class Settings(BaseSettings):
         v = v.strip().rstrip("/")
         if "://" not in v:
             v = "http://" + v
+        return v
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _v1_url(cls, v: str) -> str:
+        v = v.strip().rstrip("/")
+        if "://" not in v:
+            v = "http://" + v
+        if not re.search(r"/v\d+$", v):
+            v += "/v1"
         return v
 
     @property

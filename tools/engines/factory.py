@@ -33,10 +33,10 @@ def build_engine(settings: Settings) -> ImageEngine:
 def build_queue(settings: Settings, engine: ImageEngine | None = None) -> JobQueue:
     """One queue per process: every chat submits here, so jobs never overlap.
 
-    A diffusers engine's download/load progress goes to the chat whose job caused it.
+    A diffusers engine's download/load events go to the chat whose job caused them.
     """
     engine = engine or build_engine(settings)
     queue = JobQueue(engine, before_job=ollama_unload_hook(settings))
     if getattr(engine, "name", "") == "diffusers" and getattr(engine, "on_download", 1) is None:
-        engine.on_download = queue.report_status  # type: ignore[attr-defined]
+        engine.on_download = queue.report  # type: ignore[attr-defined]
     return queue

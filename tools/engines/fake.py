@@ -6,7 +6,7 @@ look different. It honours batches (seed, seed+1, …), reports every step, stop
 cancel event, can sleep per step to look busy, and records every call for assertions::
 
     engine = FakeEngine(step_delay=0.01)
-    engine.fail_next(EngineError("boom"))   # the next generate() raises this
+    engine.fail_next(error)   # the next generate() raises this EgakiError
     ...
     assert engine.calls[0].request.prompt == "a cat"
 """
@@ -88,7 +88,7 @@ class FakeEngine:
             for step in range(1, request.steps + 1):
                 if cancel is not None and cancel.is_set():
                     call.outcome = "cancelled"
-                    raise GenerationCancelled("Generation stopped.", "生成を中止しました。")
+                    raise GenerationCancelled.of("generation_stopped")
                 if self.step_delay:
                     time.sleep(self.step_delay)
                 call.steps_done = step

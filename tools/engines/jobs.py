@@ -5,13 +5,15 @@ make the engine load two pipelines. The engine runs in ONE worker thread; caller
 from their own event loops::
 
     queue = JobQueue(engine, before_job=ollama_unload_hook(settings))
-    images = await queue.submit(request, on_step=show_progress, on_queue_position=show_pos)
+    images = await queue.submit(request, on_event=show)
 
-``on_queue_position(n)`` receives the number of jobs ahead (0 = yours is starting) each
-time that number changes. Callbacks run on the caller's event loop (never the worker
-thread) and may be plain functions or coroutines. Cancelling the awaiting task, or
-calling :meth:`Job.cancel`, drops a waiting job before it runs and stops a running one
-through the engine's cancel event.
+``on_event`` hears the job's typed events (:mod:`tools.core.events`):
+:class:`~tools.core.events.QueuePosition` each time the number of jobs ahead changes (0 =
+yours is starting), :class:`~tools.core.events.StepProgress` per denoising step, and the
+engine's own events (downloads, model loading) while this job is the one running. It
+runs on the caller's event loop (never the worker thread) and may be a plain function or
+a coroutine. Cancelling the awaiting task, or calling :meth:`Job.cancel`, drops a waiting
+job before it runs and stops a running one through the engine's cancel event.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import httpx
 
 from tools.core.engine import GeneratedImage, ImageEngine
 from tools.core.errors import GenerationCancelled
+from tools.core.events import EngineEvent, EventSink, ProgressEvent, QueuePosition, StepProgress
 from tools.core.request import ImageRequest
 
 if TYPE_CHECKING:
@@ -38,15 +41,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PositionCallback = Callable[[int], Any]
-ProgressCallback = Callable[[int, int, Any], Any]
-StatusCallback = Callable[[str, int, "int | None"], Any]  # (label, done, total or None)
 BeforeJobHook = Callable[[], None]
 _ids = itertools.count(1)
 
 
 def _cancelled() -> GenerationCancelled:
-    return GenerationCancelled("The image job was cancelled.", "画像の生成を取り消しました。")
+    return GenerationCancelled.of("job_cancelled")
 
 
 class Job:
@@ -57,9 +57,7 @@ class Job:
         queue: JobQueue,
         request: ImageRequest,
         loop: asyncio.AbstractEventLoop,
-        on_step: ProgressCallback | None,
-        on_queue_position: PositionCallback | None,
-        on_status: StatusCallback | None = None,
+        on_event: EventSink | None = None,
     ) -> None:
         self.id = next(_ids)
         self.request = request
@@ -68,9 +66,7 @@ class Job:
         self._queue = queue
         self._loop = loop
         self._future: asyncio.Future[list[GeneratedImage]] = loop.create_future()
-        self._on_step = on_step
-        self._on_position = on_queue_position
-        self._on_status = on_status
+        self._on_event = on_event
         self._last_position: int | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         # Callbacks run in the submitter's context (e.g. the chat session's context vars).
@@ -112,18 +108,18 @@ class Job:
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(run, context=self._context.copy())
 
-    def _report_position(self, ahead: int) -> None:
-        if self._on_position is not None and ahead != self._last_position:
-            self._last_position = ahead
-            self._call_soon(self._on_position, ahead)
+    def _emit(self, event: ProgressEvent) -> None:
+        if self._on_event is not None:
+            self._call_soon(self._on_event, event)
 
-    def _status(self, label: str, done: int, total: int | None) -> None:
-        if self._on_status is not None:
-            self._call_soon(self._on_status, label, done, total)
+    def _report_position(self, ahead: int) -> None:
+        if ahead != self._last_position:
+            self._last_position = ahead
+            self._emit(QueuePosition(ahead))
 
     def _step(self, step: int, total: int, preview: Any) -> None:
-        if self._on_step is not None:
-            self._call_soon(self._on_step, step, total, preview)
+        """The engine's ``on_step`` (worker thread), forwarded as a typed event."""
+        self._emit(StepProgress(step, total, preview))
 
     def _settle(self, result: list[GeneratedImage] | None, error: BaseException | None) -> None:
         def settle() -> None:
@@ -163,16 +159,10 @@ class JobQueue:
         self,
         request: ImageRequest,
         *,
-        on_step: ProgressCallback | None = None,
-        on_queue_position: PositionCallback | None = None,
-        on_status: StatusCallback | None = None,
+        on_event: EventSink | None = None,
     ) -> Job:
-        """Add a job from inside a running event loop and return its handle at once.
-
-        ``on_status(label, done, total)`` hears model downloads and loads for this job."""
-        job = Job(
-            self, request, asyncio.get_running_loop(), on_step, on_queue_position, on_status
-        )
+        """Add a job from inside a running event loop and return its handle at once."""
+        job = Job(self, request, asyncio.get_running_loop(), on_event)
         with self._cond:
             if self._closed:
                 raise RuntimeError("JobQueue is closed")
@@ -186,21 +176,18 @@ class JobQueue:
         self,
         request: ImageRequest,
         *,
-        on_step: ProgressCallback | None = None,
-        on_queue_position: PositionCallback | None = None,
-        on_status: StatusCallback | None = None,
+        on_event: EventSink | None = None,
     ) -> list[GeneratedImage]:
         """Queue ``request``, wait for its turn and return its images."""
-        job = self.enqueue(
-            request, on_step=on_step, on_queue_position=on_queue_position, on_status=on_status
-        )
-        return await job.result()
+        return await self.enqueue(request, on_event=on_event).result()
 
-    def report_status(self, label: str, done: int, total: int | None) -> None:
-        """For the engine (worker thread): model download/load progress of the running job."""
+    def report(self, event: EngineEvent) -> None:
+        """For the engine (worker thread): a download/load event of the running job.
+
+        Only the chat whose job is running hears it; with nothing running it is dropped."""
         job = self._running
         if job is not None:
-            job._status(label, done, total)
+            job._emit(event)
 
     @property
     def pending(self) -> int:

@@ -295,10 +295,12 @@ def _ignored(params: dict[str, str], with_model: bool) -> list[str]:
     return out
 
 
-def reuse_notes(reuse: Reuse, lang: str, *, limit: int = 6) -> list[str]:
+def reuse_notes(reuse: Reuse | None, lang: str, *, limit: int = 6) -> list[str]:
     """What a person should know before reusing an infotext, one sentence each (plain
     text, in ``lang``): a snapped size, settings left out, syntax read as plain words."""
-    notes = []
+    notes: list[str] = []
+    if reuse is None:
+        return notes
     if reuse.snapped is not None:
         (width, height), (new_width, new_height) = reuse.snapped
         notes.append(msg("reuse_size_snapped", lang, width=width, height=height,

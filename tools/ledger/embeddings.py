@@ -21,7 +21,13 @@ from typing import Protocol, runtime_checkable
 import httpx
 import ollama
 
-from tools.core.errors import EgakiError, ModelMissing, OllamaUnavailable
+from tools.core.errors import (
+    CapabilityMissing,
+    ChatServerUnavailable,
+    EgakiError,
+    ModelMissing,
+    OllamaUnavailable,
+)
 from tools.core.settings import Settings
 
 # nomic-embed-text was trained with task prefixes and retrieves noticeably worse without.
@@ -83,22 +89,11 @@ class HashEmbedder:
 
 
 def _unavailable(host: str) -> OllamaUnavailable:
-    return OllamaUnavailable(
-        f"Can't reach Ollama at {host} for search embeddings. Start it with `ollama serve`; "
-        "until then search matches words only.",
-        f"検索用の埋め込みのため Ollama（{host}）に接続できません。`ollama serve` で起動して"
-        "ください。それまでは単語一致で検索します。",
-    )
+    return OllamaUnavailable.of("embed_ollama_down", host=host)
 
 
 def _missing(model: str) -> ModelMissing:
-    return ModelMissing(
-        f"The embedding model `{model}` is not installed in Ollama. Run `ollama pull {model}` "
-        "(or set EGAKI_EMBED_MODEL); until then search matches words only.",
-        f"埋め込みモデル `{model}` が Ollama にありません。`ollama pull {model}` を実行して"
-        "ください（または EGAKI_EMBED_MODEL を設定）。それまでは単語一致で検索します。",
-        model=model,
-    )
+    return ModelMissing.of("embed_model_missing", model=model)
 
 
 class OllamaEmbedder:
@@ -127,18 +122,12 @@ class OllamaEmbedder:
         except ollama.ResponseError as err:
             if err.status_code == 404:
                 raise _missing(self.model) from err
-            raise EgakiError(
-                f"Ollama could not embed text with `{self.model}`: {err.error}",
-                f"Ollama が `{self.model}` で埋め込みを作れませんでした: {err.error}",
-            ) from err
+            raise EgakiError.of("embed_failed", model=self.model, error=err.error) from err
         except (ConnectionError, httpx.TransportError) as err:
             raise _unavailable(self.host) from err
         vectors = [list(map(float, v)) for v in resp.embeddings]
         if len(vectors) != len(texts):
-            raise EgakiError(
-                f"Ollama returned {len(vectors)} embeddings for {len(texts)} texts.",
-                f"Ollama の埋め込み数が合いません（{len(vectors)} / {len(texts)}）。",
-            )
+            raise EgakiError.of("embed_count", got=len(vectors), texts=len(texts))
         return vectors
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -148,8 +137,55 @@ class OllamaEmbedder:
         return self._embed([self._query_prefix + text])[0]
 
 
+class OpenAIEmbedder:
+    """Embeddings from an OpenAI-compatible server's ``/v1/embeddings`` (plain strings).
+
+    A server without an embedding model (llama-server without ``--embeddings`` answers 501)
+    raises :class:`CapabilityMissing`; the ledger then matches words only, as for Ollama.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key: str = "",
+                 timeout_s: float = 60.0) -> None:
+        self.base_url = base_url
+        self.model = model
+        self.timeout_s = timeout_s
+        self.name = f"openai-{model}"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIEmbedder:
+        return cls(settings.openai_base_url, settings.embed_model,
+                   api_key=settings.openai_api_key,
+                   timeout_s=min(settings.ollama_timeout_s, 60.0))
+
+    def _embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        body = {"model": self.model, "input": texts, "encoding_format": "float"}
+        try:
+            resp = httpx.post(f"{self.base_url}/embeddings", json=body,
+                              headers=self._headers, timeout=self.timeout_s)
+        except httpx.TransportError as err:
+            raise ChatServerUnavailable.of("server_down", url=self.base_url) from err
+        if resp.status_code != 200:
+            raise CapabilityMissing.of("no_embeddings", url=self.base_url, model=self.model)
+        data = sorted(resp.json().get("data", []), key=lambda d: d.get("index", 0))
+        vectors = [[float(x) for x in d["embedding"]] for d in data]
+        if len(vectors) != len(texts):
+            raise CapabilityMissing.of("no_embeddings", url=self.base_url, model=self.model)
+        return vectors
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._embed(texts)
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._embed([text])[0]
+
+
 def make_embedder(settings: Settings) -> Embedder:
     """The embedder the settings ask for."""
     if settings.embedder == "hash":
         return HashEmbedder()
+    if settings.embedder == "openai":
+        return OpenAIEmbedder.from_settings(settings)
     return OllamaEmbedder.from_settings(settings)

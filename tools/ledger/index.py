@@ -53,11 +53,7 @@ def _chroma_settings() -> Any:
 def _parse_url(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url if "://" in url else f"http://{url}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"EGAKI_CHROMA_URL={url!r} is not a server address like http://127.0.0.1:8001.",
-            f"EGAKI_CHROMA_URL={url!r} はサーバーのアドレスではありません"
-            "（例: http://127.0.0.1:8001）。",
-        )
+        raise ConfigError.of("index_url", url=url)
     ssl = parts.scheme == "https"
     return parts.hostname, parts.port or (443 if ssl else 8000), ssl
 
@@ -108,10 +104,9 @@ class ChromaIndex:
             # safe, so any failure here only means "search by words for now".
             self._collection = None  # reopen next time (a server may come back)
             log.warning("ledger index %s failed at %s: %s", what, self.location, err)
-            raise IndexUnavailable(
-                f"The search index ({self.location}) is unavailable: {type(err).__name__}: "
-                f"{str(err)[:200]}",
-                f"検索インデックス（{self.location}）を使えません: {type(err).__name__}",
+            raise IndexUnavailable.of(
+                "index_unavailable", location=self.location,
+                error=f"{type(err).__name__}: {str(err)[:200]}",
             ) from err
 
     def add(self, ids: list[str], embeddings: list[list[float]]) -> None:

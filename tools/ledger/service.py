@@ -33,6 +33,7 @@ from PIL import Image
 
 from tools.core.engine import GeneratedImage
 from tools.core.errors import EgakiError, InvalidRequest
+from tools.core.messages import Message
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.infotext.text import format_infotext
@@ -144,10 +145,7 @@ class Ledger:
         rows = []
         for gen, path in zip(images, paths, strict=True):
             if not Path(path).is_file():
-                raise LedgerError(
-                    f"{path} was not saved, so it can't be recorded.",
-                    f"{path} が保存されていないため記録できません。",
-                )
+                raise LedgerError.of("ledger_not_saved", path=path)
             rows.append(generated_row(gen, Path(path), context, self.store.path_key(path)))
         ids = self.store.insert(rows, upgrade=True)
         self._index_later(ids)
@@ -193,7 +191,7 @@ class Ledger:
         Records whose file is gone and (by default) rejected candidates are left out.
         """
         if k < 1:
-            raise InvalidRequest("k must be at least 1.", "k は 1 以上にしてください。")
+            raise InvalidRequest.of("ledger_k")
         text = text.strip()
         if not text:
             return SearchResult([SearchHit(r, 1.0) for r in self.recent(k)], "recent")
@@ -219,8 +217,7 @@ class Ledger:
         return SearchResult(
             [SearchHit(r, s) for r, s in rows],
             "text",
-            note=f"Matching words only: {err.message}",
-            note_ja=f"単語の一致だけで検索しました: {err.ja}",
+            note=Message.of("search_words_only", reason=err),
         )
 
     # --- changing a record -------------------------------------------------------------
@@ -228,10 +225,7 @@ class Ledger:
     def rate(self, record_id: str, stars: int) -> LedgerRecord:
         """1-5 stars; 0 clears the rating."""
         if not isinstance(stars, int) or not 0 <= stars <= 5:
-            raise InvalidRequest(
-                f"Ratings go from 1 to 5 stars (0 clears one), not {stars!r}.",
-                f"評価は星 1〜5 です（0 で取り消し）。{stars!r} は使えません。",
-            )
+            raise InvalidRequest.of("ledger_rating", stars=stars)
         key = normalize_id(record_id)
         self.store.update(key, rating=stars or None)
         return self.get(key)
@@ -243,8 +237,7 @@ class Ledger:
 
     def set_status(self, record_id: str, status: Status) -> LedgerRecord:
         if status not in STATUSES:
-            raise InvalidRequest(f"Status must be one of {STATUSES}.",
-                                 f"状態は {STATUSES} のいずれかです。")
+            raise InvalidRequest.of("ledger_status", statuses=STATUSES)
         key = normalize_id(record_id)
         self.store.update(key, status=status)
         return self.get(key)
@@ -263,8 +256,7 @@ class Ledger:
         if fmt == "json":
             return record.to_json()
         if fmt != "a1111":
-            raise InvalidRequest(f"Unknown export format {fmt!r}; use a1111 or json.",
-                                 f"書き出し形式 {fmt!r} は不明です（a1111 か json）。")
+            raise InvalidRequest.of("ledger_export_format", fmt=fmt)
         return record.infotext or _infotext_of(record)
 
     def export_many(self, ids: Iterable[str] | None = None, fmt: ExportFormat = "a1111") -> str:

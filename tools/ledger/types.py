@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from tools.core.engine import GeneratedImage
 from tools.core.errors import EgakiError, InvalidRequest
+from tools.core.messages import Message
 from tools.core.request import ImageRequest
 
 Status = Literal["shown", "rejected"]
@@ -35,12 +36,7 @@ class UnknownRecord(InvalidRequest):
 
     def __init__(self, record_id: str) -> None:
         shown = record_id if record_id.startswith("#") else f"#{record_id}"
-        super().__init__(
-            f"There is no image {shown} in the ledger. Ids are 8 letters/digits like "
-            "#a1b2c3d4; search with 'find images like …' to see them.",
-            f"台帳に画像 {shown} はありません。ID は #a1b2c3d4 のような 8 文字です。"
-            "「画像を探して …」で検索できます。",
-        )
+        super().__init__(Message.of("unknown_record", tag=shown))
         self.record_id = record_id
 
 
@@ -155,8 +151,7 @@ class SearchResult:
 
     hits: list[SearchHit]
     mode: Literal["semantic", "text", "recent"]
-    note: str = ""
-    note_ja: str = ""
+    note: Message | None = None
 
     def __iter__(self) -> Any:
         return iter(self.hits)

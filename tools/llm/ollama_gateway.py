@@ -16,7 +16,6 @@ import httpx
 import ollama
 
 from tools.core.errors import ModelMissing, OllamaUnavailable
-from tools.core.messages import msg
 from tools.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,11 +64,7 @@ def unavailable(host: str) -> OllamaUnavailable:
 
 
 def missing(model: str) -> ModelMissing:
-    return ModelMissing(
-        msg("model_missing_hint", "en", model=model),
-        msg("model_missing_hint", "ja", model=model),
-        model=model,
-    )
+    return ModelMissing.of("model_missing_hint", model=model)
 
 
 class OllamaGateway:
@@ -117,11 +112,7 @@ class OllamaGateway:
                 if on_progress is not None:
                     await on_progress(PullProgress(part.status or "", done, total))
         except ollama.ResponseError as err:
-            raise ModelMissing(
-                msg("pull_failed", "en", model=model, error=err.error),
-                msg("pull_failed", "ja", model=model, error=err.error),
-                model=model,
-            ) from err
+            raise ModelMissing.of("pull_failed", model=model, error=err.error) from err
         except CONNECTION_ERRORS as err:
             raise unavailable(self.host) from err
 

@@ -24,7 +24,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from pydantic import BaseModel, ValidationError
 
 from tools.core.errors import ModelOutputError
-from tools.core.messages import detect_language
+from tools.core.messages import Message
+from tools.llm.schema_bounds import cap_schema
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,6 @@ Check = Callable[[Any], "str | None"]
 
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S | re.I)
-
-
-def has_japanese(text: str) -> bool:
-    """True when ``text`` contains kana or kanji (used to enforce English prompts)."""
-    return detect_language(text, "en") == "ja"
 
 
 @dataclass
@@ -140,24 +136,14 @@ def parse_reply(message: BaseMessage, schema: type[T]) -> T:
         raise OutputProblem(f"Your JSON did not match the schema ({problems}).") from err
 
 
-_STEP_NAMES = {
-    "interview": ("interview", "聞き取り"),
-    "spec": ("prompt", "プロンプト作成"),
-    "variations": ("variations", "バリエーション作成"),
-}
+# How each step is named to the person; another purpose is shown as it is.
+_STEP_NAMES = {"interview": "step_interview", "spec": "step_spec", "variations": "step_variations"}
 
 
 def output_error(purpose: str, detail: str) -> ModelOutputError:
     """The user-facing error after the retry also failed."""
-    en, ja = _STEP_NAMES.get(purpose, (purpose, purpose))
-    return ModelOutputError(
-        f"The chat model twice answered the {en} step in a shape I can't use "
-        f"({detail}). Please try again; if it keeps happening, choose a bigger chat model "
-        "(for example qwen3-vl:8b or larger) in the settings.",
-        f"チャットモデルが「{ja}」の段階で2回続けて使えない形式で答えました（{detail}）。"
-        "もう一度お試しください。繰り返す場合は、設定でより大きなチャットモデル"
-        "（qwen3-vl:8b 以上など）を選んでください。",
-    )
+    step = Message.of(_STEP_NAMES[purpose]) if purpose in _STEP_NAMES else purpose
+    return ModelOutputError.of("model_output_unusable", step=step, detail=detail)
 
 
 class StructuredLLM:
@@ -186,7 +172,8 @@ class StructuredLLM:
         ``check(parsed)`` may return a correction (e.g. "write it in English") to reject
         an otherwise valid answer; it then counts as unusable.
         """
-        bound = self.model.bind(format=inline_schema(schema))
+        # every string and array bounded: a small model cannot ramble until the token limit
+        bound = self.model.bind(format=cap_schema(inline_schema(schema), 300, 8))
         convo = list(messages)
         problem = ""
         for attempt in range(self.max_attempts):

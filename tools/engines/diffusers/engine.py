@@ -93,7 +93,7 @@ class DiffusersEngine:
     """An :class:`~tools.core.engine.ImageEngine` running diffusers in this process.
 
     ``preview_every`` = k sends a low-res preview with every k-th step (0 = never);
-    ``on_download`` receives hub download progress ``(label, done, total)``.
+    ``on_download`` hears the engine events of :mod:`tools.core.events` (download, load).
     """
 
     name = "diffusers"

@@ -55,15 +55,8 @@ def resolve_fast_lora(settings: Settings, family: str,
                                            allow_patterns=["*.safetensors"],
                                            ignore_patterns=[], what="LoRA")
     except ModelMissing as err:
-        raise ModelMissing(
-            f"Fast mode needs the LoRA {ref} for this model (it is not distilled for few "
-            f"steps). {err.message} Or set EGAKI_FAST_LORA=off to draw without it.",
-            f"このモデルの高速モードには LoRA {ref} が必要です（少ステップ用に蒸留されていない"
-            f"ため）。{err.ja} 使わない場合は EGAKI_FAST_LORA=off にしてください。",
-            model=ref,
-        ) from err
+        raise ModelMissing.of("fast_lora_needed", model=ref, ref=ref, reason=err) from err
     found = _first_weights(folder)
     if found is None:
-        raise ModelMissing(f"{ref} holds no .safetensors LoRA file.",
-                           f"{ref} に .safetensors の LoRA がありません。", model=ref)
+        raise ModelMissing.of("fast_lora_no_file", model=ref, ref=ref)
     return ResolvedLora(name=NAME, path=found, weight=1.0)

@@ -13,17 +13,17 @@ Everything afterwards loads from local folders with ``local_files_only=True``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tools.core.errors import EngineError, ModelMissing
+from tools.core.events import Downloading, EngineEventSink
 from tools.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# (label, done, total): bytes or files so far. Called from download worker threads.
-DownloadCallback = Callable[[str, int, "int | None"], None]
+# Hears Downloading(label, done, total) and the other engine events; from worker threads.
+DownloadCallback = EngineEventSink
 
 # A pipeline needs configs, tokenizers and component weights; not the root-level single-file
 # checkpoints, EMA/fp16 duplicates, other frameworks, or the SD1.x safety checker (A1111 and
@@ -52,23 +52,12 @@ def progress_tqdm(callback: DownloadCallback) -> type:
             total = int(self.total) if self.total else None
             try:
                 label = getattr(self, "desc", "") or self._egaki_label  # unset when disabled
-                callback(str(label), self._egaki_done, total)
+                callback(Downloading(str(label), self._egaki_done, total))
             except Exception:  # a broken progress display must not break the download
                 log.exception("download progress callback failed")
             return super().update(n)
 
     return _Reporting
-
-
-def _how_to_get(repo_id: str, patterns: str = "") -> tuple[str, str]:
-    cmd = f"hf download {repo_id}{patterns}"
-    return (
-        f"Turn off offline mode once (EGAKI_OFFLINE=false) so it can be downloaded, or run "
-        f"`{cmd}` on a connected machine and copy the Hugging Face cache over.",
-        f"一度オフラインモードを解除する（EGAKI_OFFLINE=false）とダウンロードできます。"
-        f"または接続できるマシンで `{cmd}` を実行し、"
-        "Hugging Face のキャッシュをコピーしてください。",
-    )
 
 
 def cached_snapshot(
@@ -108,11 +97,10 @@ def ensure_snapshot(
         found = cached_snapshot(repo_id, settings, allow)
         if found is not None:
             return found
-        en, ja = _how_to_get(repo_id, " --include '*.json' '*.txt'" if what == "configs" else "")
-        raise ModelMissing(
-            f"{repo_id} is not in the local Hugging Face cache and offline mode is on. {en}",
-            f"{repo_id} はローカルの Hugging Face キャッシュにありません（オフラインモード）。{ja}",
-            model=repo_id,
+        patterns = " --include '*.json' '*.txt'" if what == "configs" else ""
+        raise ModelMissing.of(
+            "hub_offline_missing", model=repo_id, repo=repo_id,
+            command=f"hf download {repo_id}{patterns}",
         )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
@@ -126,25 +114,12 @@ def ensure_snapshot(
             )
         )
     except GatedRepoError as err:
-        raise ModelMissing(
-            f"{repo_id} is gated on Hugging Face: accept its licence on the website and log in "
-            "with `hf auth login`, then try again.",
-            f"{repo_id} は Hugging Face で利用申請が必要です。サイトでライセンスに同意し、"
-            "`hf auth login` でログインしてから再試行してください。",
-            model=repo_id,
-        ) from err
+        raise ModelMissing.of("hub_gated", model=repo_id, repo=repo_id) from err
     except RepositoryNotFoundError as err:
-        raise ModelMissing(
-            f"There is no Hugging Face model called {repo_id}; check the spelling.",
-            f"Hugging Face に {repo_id} というモデルはありません。綴りを確認してください。",
-            model=repo_id,
-        ) from err
+        raise ModelMissing.of("hub_not_found", model=repo_id, repo=repo_id) from err
     except Exception as err:  # network down, disk full...
-        raise EngineError(
-            f"Downloading {repo_id} failed ({type(err).__name__}: {str(err)[:200]}). Check the "
-            "connection and free disk space, then try again.",
-            f"{repo_id} のダウンロードに失敗しました（{type(err).__name__}）。"
-            "接続と空き容量を確認して再試行してください。",
+        raise EngineError.of(
+            "hub_download_failed", repo=repo_id, error=f"{type(err).__name__}: {str(err)[:200]}"
         ) from err
 
 
@@ -162,20 +137,13 @@ def single_file_config(
     try:
         repo_id = str(fetch_diffusers_config(header)["pretrained_model_name_or_path"])
     except Exception as err:
-        raise EngineError(
-            f"Could not tell which model family this checkpoint is ({err}).",
-            f"このチェックポイントのモデル種別を判定できませんでした（{err}）。",
-        ) from err
+        raise EngineError.of("checkpoint_family_unknown", error=err) from err
     try:
         return ensure_snapshot(
             repo_id, settings, on_download, allow_patterns=CONFIG_ALLOW, ignore_patterns=[],
             what="configs",
         )
     except ModelMissing as err:
-        raise ModelMissing(
-            f"To load a single-file checkpoint, diffusers needs the config files of {repo_id} "
-            f"(a few MB, no weights). {err.message}",
-            f"単一ファイルのチェックポイントを読み込むには {repo_id} の設定ファイル"
-            f"（数 MB、重みは不要）が必要です。{err.ja}",
-            model=repo_id,
+        raise ModelMissing.of(
+            "single_file_needs_config", model=repo_id, repo=repo_id, reason=err
         ) from err

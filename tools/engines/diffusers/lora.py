@@ -47,10 +47,6 @@ class ResolvedLora:
         return f"lora_{re.sub(r'[^0-9A-Za-z_]', '_', self.name)[:40]}_{digest}"
 
 
-def _bad(en: str, ja: str) -> InvalidRequest:
-    return InvalidRequest(en, ja)
-
-
 def extract_lora_tags(prompt: str) -> tuple[str, list[LoraRef]]:
     """Remove ``<lora:…>`` tags from ``prompt``; return the cleaned prompt and the refs."""
     refs: list[LoraRef] = []
@@ -63,10 +59,7 @@ def extract_lora_tags(prompt: str) -> tuple[str, list[LoraRef]]:
                 format_validation_error(err) if isinstance(err, ValidationError)
                 else f"weight {weight!r} is not a number"
             )
-            raise _bad(
-                f"The LoRA tag {m.group(0)} is not valid: {text}.",
-                f"LoRA タグ {m.group(0)} が正しくありません: {text}。",
-            ) from err
+            raise InvalidRequest.of("lora_tag_invalid", tag=m.group(0), detail=text) from err
     cleaned = _TAG.sub("", prompt)
     cleaned = re.sub(r"\s*,\s*(,\s*)+", ", ", cleaned)  # "a, <lora:x>, b" → "a, b"
     cleaned = re.sub(r"\s{2,}", " ", cleaned).strip().strip(",").strip()
@@ -91,35 +84,20 @@ def _candidates(lora_dir: Path) -> list[Path]:
 def resolve_lora(name: str, lora_dir: Path | None) -> Path:
     """The LoRA file called ``name`` (file stem, any subfolder) inside ``lora_dir``."""
     if lora_dir is None or not lora_dir.is_dir():
-        raise _bad(
-            f"The prompt asks for LoRA {name!r} but no LoRA folder is configured "
-            "(set EGAKI_LORA_DIR).",
-            f"プロンプトで LoRA {name!r} が指定されていますが、LoRA フォルダが設定されていません"
-            "（EGAKI_LORA_DIR を設定してください）。",
-        )
+        raise InvalidRequest.of("lora_no_folder", name=name)
     if "/" in name or "\\" in name or ".." in name or name.startswith("."):
-        raise _bad(
-            f"LoRA name {name!r} must be a plain name inside the LoRA folder.",
-            f"LoRA 名 {name!r} は LoRA フォルダ内のファイル名だけにしてください。",
-        )
+        raise InvalidRequest.of("lora_name_plain", name=name)
     root = lora_dir.resolve()
     files = _candidates(lora_dir)
     matches = [p for p in files if p.stem == name] or [
         p for p in files if p.stem.lower() == name.lower()
     ]
     if not matches:
-        en, ja = suggest(name, sorted({p.stem for p in files}))
-        raise _bad(
-            f"There is no LoRA called {name!r} in {lora_dir}.{en}",
-            f"{lora_dir} に {name!r} という LoRA はありません。{ja}",
-        )
+        hint = suggest(name, sorted({p.stem for p in files}))
+        raise InvalidRequest.of("lora_missing", name=name, folder=lora_dir, hint=hint)
     path = matches[0]
     if not path.resolve().is_relative_to(root):
-        raise _bad(
-            f"LoRA {name!r} is a link to a file outside the LoRA folder; copy the file in instead.",
-            f"LoRA {name!r} は LoRA フォルダの外へのリンクです。"
-            "ファイルをフォルダにコピーしてください。",
-        )
+        raise InvalidRequest.of("lora_outside_folder", name=name)
     return path
 
 
@@ -188,12 +166,9 @@ class LoraSet:
                     pipe.load_lora_weights(load_weights(lo.path), adapter_name=lo.adapter_name)
                 except Exception as err:
                     self.clear(pipe)
-                    raise _bad(
-                        f"LoRA {lo.name!r} doesn't fit this model ({type(err).__name__}: "
-                        f"{str(err).splitlines()[0][:160] if str(err) else ''}). Is it made for "
-                        "another family (SD1.5 vs SDXL)?",
-                        f"LoRA {lo.name!r} はこのモデルに合いません（{type(err).__name__}）。"
-                        "別の系統（SD1.5 / SDXL）用ではありませんか？",
+                    first = str(err).splitlines()[0][:160] if str(err) else ""
+                    raise InvalidRequest.of(
+                        "lora_does_not_fit", name=lo.name, error=f"{type(err).__name__}: {first}"
                     ) from err
                 self.loaded[lo.adapter_name] = wanted[lo.adapter_name]
         if loras:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tools.core.errors import EngineError, InvalidRequest, ModelMissing
+from tools.core.messages import Message
 from tools.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,14 +98,13 @@ def list_loras(lora_dir: Path | None) -> list[ModelFile]:
     ]
 
 
-def suggest(name: str, choices: list[str], n: int = 3) -> tuple[str, str]:
-    """An English and a Japanese "did you mean" hint for not-found messages ("" if none)."""
+def suggest(name: str, choices: list[str], n: int = 3) -> Message | str:
+    """A "did you mean" hint for a not-found message's ``{hint}`` ("" if nothing is close)."""
     hits = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
     hits += [c for c in choices if name.lower() in c.lower() and c not in hits]
     if not hits:
-        return "", ""
-    listed = ", ".join(hits[:n])
-    return f" Did you mean: {listed}?", f" 候補: {listed}"
+        return ""
+    return Message.of("did_you_mean", listed=", ".join(hits[:n]))
 
 
 # --- resolution ------------------------------------------------------------------------
@@ -113,19 +113,10 @@ def suggest(name: str, choices: list[str], n: int = 3) -> tuple[str, str]:
 def _local_source(path: Path) -> ModelSource:
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise InvalidRequest(
-                f"The folder {path} is not a diffusers model (it has no model_index.json).",
-                f"フォルダ {path} は diffusers 形式のモデルではありません"
-                "（model_index.json がありません）。",
-            )
+            raise InvalidRequest.of("model_folder_not_diffusers", path=path)
         return ModelSource("folder", str(path), path.name, path)
     if path.suffix.lower() not in CHECKPOINT_EXTS:
-        raise InvalidRequest(
-            f"{path.name} is not a checkpoint: use a .safetensors or .ckpt file or a diffusers "
-            "folder.",
-            f"{path.name} はチェックポイントではありません。.safetensors / .ckpt ファイルか "
-            "diffusers フォルダを指定してください。",
-        )
+        raise InvalidRequest.of("model_not_checkpoint", name=path.name)
     return ModelSource("single_file", str(path), path.stem, path)
 
 
@@ -141,11 +132,7 @@ def _find_in_models_dir(spec: str, models_dir: Path) -> Path | None:
     by_stem = [e for e in entries if Path(e.name).name.lower() == stem.lower()]
     if len(by_stem) > 1:
         names = ", ".join(e.name for e in by_stem)
-        raise InvalidRequest(
-            f"More than one checkpoint is called {spec!r} ({names}); use the full name.",
-            f"{spec!r} という名前のチェックポイントが複数あります（{names}）。"
-            "フルネームで指定してください。",
-        )
+        raise InvalidRequest.of("model_ambiguous", spec=spec, names=names)
     return by_stem[0].path if by_stem else None
 
 
@@ -164,22 +151,14 @@ def resolve_model(spec: str, settings: Settings, *, trusted: bool = True) -> Mod
     """
     spec = spec.strip()
     if not spec:
-        raise InvalidRequest("No image model is set.", "画像モデルが設定されていません。")
+        raise InvalidRequest.of("model_not_set")
     if ".." in Path(spec).parts:
-        raise InvalidRequest(
-            f"Model name {spec!r} may not contain '..'.",
-            f"モデル名 {spec!r} に '..' は使えません。",
-        )
+        raise InvalidRequest.of("model_name_dots", spec=spec)
     path = Path(spec).expanduser()
     if path.exists():
         if trusted or spec == settings.image_model or _inside(path, settings.models_dir):
             return _local_source(path.resolve())
-        raise InvalidRequest(
-            f"{spec} is outside the models folder; put it in {settings.models_dir} or set it "
-            "as the image model in the settings.",
-            f"{spec} はモデルフォルダの外にあります。{settings.models_dir} に置くか、"
-            "設定で画像モデルとして指定してください。",
-        )
+        raise InvalidRequest.of("model_outside_folder", spec=spec, folder=settings.models_dir)
     if settings.models_dir is not None and not path.is_absolute():
         found = _find_in_models_dir(spec, settings.models_dir)
         if found is not None:
@@ -188,15 +167,8 @@ def resolve_model(spec: str, settings: Settings, *, trusted: bool = True) -> Mod
         return ModelSource("hub", spec, spec)
     names = [e.name for e in list_checkpoints(settings.models_dir)]
     where = f" in {settings.models_dir}" if settings.models_dir and not path.is_absolute() else ""
-    hint_en, hint_ja = suggest(spec, names)
-    raise ModelMissing(
-        f"No image model called {spec!r}{where}.{hint_en} "
-        "Give a checkpoint name from the models folder, a diffusers folder, or a Hugging Face "
-        "id like stable-diffusion-v1-5/stable-diffusion-v1-5.",
-        f"画像モデル {spec!r} が見つかりません{where}。{hint_ja} "
-        "モデルフォルダ内のチェックポイント名、diffusers フォルダ、または "
-        "Hugging Face の ID（例: stable-diffusion-v1-5/stable-diffusion-v1-5）を指定してください。",
-        model=spec,
+    raise ModelMissing.of(
+        "image_model_missing", model=spec, spec=spec, where=where, hint=suggest(spec, names)
     )
 
 
@@ -232,11 +204,8 @@ def read_checkpoint_header(path: Path) -> dict[str, Any]:
             sd = sd["state_dict"]
         return dict(sd)
     except Exception as err:  # any parser error means the same thing to a user
-        raise EngineError(
-            f"The checkpoint {path.name} can't be read ({type(err).__name__}); it may be "
-            "damaged or only partly downloaded. Download it again.",
-            f"チェックポイント {path.name} を読み込めません（{type(err).__name__}）。"
-            "ファイルが壊れているか、ダウンロードが途中の可能性があります。再ダウンロードしてください。",
+        raise EngineError.of(
+            "checkpoint_unreadable", name=path.name, error=type(err).__name__
         ) from err
 
 
@@ -246,13 +215,7 @@ def family_from_keys(keys: Any, name: str = "") -> ModelFamily:
         return "sdxl"
     if any(k.startswith("model.diffusion_model.") for k in keys):
         return "sd15"
-    raise InvalidRequest(
-        f"{name or 'This file'} doesn't look like a Stable Diffusion checkpoint (no UNet "
-        "weights); only SD1.x/2.x and SDXL checkpoints are supported. Is it a LoRA or a VAE?",
-        f"{name or 'このファイル'} は Stable Diffusion のチェックポイントではないようです"
-        "（UNet の重みがありません）。SD1.x/2.x と SDXL のみ対応しています。"
-        "LoRA や VAE ではありませんか？",
-    )
+    raise InvalidRequest.of("not_sd_checkpoint", name=name or Message.of("this_file"))
 
 
 def family_from_index(folder: Path) -> ModelFamily:
@@ -260,19 +223,12 @@ def family_from_index(folder: Path) -> ModelFamily:
     try:
         cls = str(json.loads((folder / "model_index.json").read_text())["_class_name"])
     except (OSError, ValueError, KeyError) as err:
-        raise EngineError(
-            f"{folder.name}/model_index.json is missing or broken; download the model again.",
-            f"{folder.name}/model_index.json が無いか壊れています。"
-            "モデルを再ダウンロードしてください。",
-        ) from err
+        raise EngineError.of("model_index_broken", folder=folder.name) from err
     if cls.startswith("StableDiffusionXL"):
         return "sdxl"
     if cls.startswith("StableDiffusion"):
         return "sd15"
-    raise InvalidRequest(
-        f"{folder.name} is a {cls}; only Stable Diffusion 1.x/2.x and SDXL models are supported.",
-        f"{folder.name} は {cls} です。Stable Diffusion 1.x/2.x と SDXL のみ対応しています。",
-    )
+    raise InvalidRequest.of("model_unsupported_class", folder=folder.name, cls=cls)
 
 
 def detect_family(source: ModelSource) -> ModelFamily:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tools.core.errors import ConfigError, EgakiError, EngineError
+from tools.core.events import ModelLoaded, ModelLoading, Optimising
 from tools.core.request import Mode
 from tools.core.settings import Settings
 from tools.engines.diffusers.hub import DownloadCallback, ensure_snapshot, single_file_config
@@ -45,12 +46,7 @@ def pick_device(settings: Settings) -> str:
     if settings.device == "auto":
         return next((d for d in ("cuda", "mps") if has[d]), "cpu")
     if settings.device != "cpu" and not has[settings.device]:
-        raise ConfigError(
-            f"EGAKI_DEVICE is {settings.device} but this machine has no {settings.device} "
-            "device; use auto or cpu.",
-            f"EGAKI_DEVICE が {settings.device} ですが、この環境では使えません。"
-            "auto か cpu にしてください。",
-        )
+        raise ConfigError.of("device_unavailable", device=settings.device)
     return settings.device
 
 
@@ -61,11 +57,7 @@ def pick_dtype(settings: Settings, device: str) -> Any:
     if settings.dtype == "auto":
         return torch.float32 if device == "cpu" else torch.float16
     if settings.dtype == "float16" and device == "cpu":
-        raise ConfigError(
-            "float16 does not work on the CPU; use EGAKI_DTYPE=auto, float32 or bfloat16.",
-            "CPU では float16 は使えません。"
-            "EGAKI_DTYPE を auto / float32 / bfloat16 にしてください。",
-        )
+        raise ConfigError.of("float16_on_cpu")
     return getattr(torch, settings.dtype)
 
 
@@ -84,7 +76,7 @@ def optimise_reporter(on_download: DownloadCallback | None, name: str
 
     def status(part: str) -> None:
         if on_download is not None:
-            on_download(f"optimise:{name}", 0, None)
+            on_download(Optimising(name))
 
     return status
 
@@ -216,10 +208,10 @@ class PipelineCache:
                 source = replace(source, path=path)
             self._free()
             if on_download is not None:
-                on_download(f"load:{source.name}", 0, None)  # "loading the model…" for the UI
+                on_download(ModelLoading(source.name))  # "loading the model…" for the UI
             self._current = self._load(source, key, on_download)
             if on_download is not None:
-                on_download(f"loaded:{source.name}", 1, 1)
+                on_download(ModelLoaded(source.name))
             return self._current
 
     def clear(self) -> None:
@@ -270,11 +262,8 @@ class PipelineCache:
             raise
         except Exception as err:  # diffusers raises many types for the same user problem
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise EngineError(
-                f"Could not load the image model {source.name} ({type(err).__name__}: {first}). "
-                "If it was downloaded, the download may be incomplete or damaged: fetch it again.",
-                f"画像モデル {source.name} を読み込めませんでした（{type(err).__name__}）。"
-                "ダウンロードが不完全か壊れている可能性があります。もう一度取得してください。",
+            raise EngineError.of(
+                "model_load_failed", name=source.name, error=f"{type(err).__name__}: {first}"
             ) from err
         offload = self._configure(pipe, device)
         return LoadedModel(

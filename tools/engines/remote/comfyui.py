@@ -58,12 +58,7 @@ class ComfyUIEngine:
         timeout: float = 900.0,
     ) -> None:
         if workflow is not None and node_map is None:
-            raise EngineError(
-                "A custom ComfyUI workflow needs a node map saying which nodes hold the "
-                "prompt and the sampler.",
-                "独自の ComfyUI ワークフローには、プロンプトとサンプラーのノードを示す"
-                "ノードマップが必要です。",
-            )
+            raise EngineError.of("engine_comfyui_needs_node_map")
         self.base_url = base_url.rstrip("/")
         self.workflow = workflow
         self.node_map = node_map
@@ -71,11 +66,8 @@ class ComfyUIEngine:
         self.timeout = timeout
 
     def _unreachable(self, err: BaseException) -> EngineError:
-        return EngineError(
-            f"Can't reach ComfyUI at {self.base_url} ({type(err).__name__}). Start it "
-            "(python main.py --listen 127.0.0.1 --port 8188) or fix EGAKI_COMFYUI_URL.",
-            f"{self.base_url} の ComfyUI に接続できません（{type(err).__name__}）。"
-            "ComfyUI を起動するか EGAKI_COMFYUI_URL を確認してください。",
+        return EngineError.of(
+            "engine_comfyui_unreachable", url=self.base_url, error=type(err).__name__
         )
 
     # --- the protocol ----------------------------------------------------------------
@@ -163,12 +155,7 @@ class ComfyUIEngine:
         except (ValueError, KeyError, IndexError, TypeError):
             options = []
         if not isinstance(options, list) or not options:
-            raise EngineError(
-                "ComfyUI lists no checkpoints. Put a model in ComfyUI/models/checkpoints or "
-                "set EGAKI_IMAGE_MODEL to its file name.",
-                "ComfyUI にチェックポイントがありません。"
-                "models/checkpoints にモデルを置いてください。",
-            )
+            raise EngineError.of("engine_comfyui_no_checkpoints")
         return str(options[0])
 
     def _upload(self, http: httpx.Client, data: bytes) -> str:
@@ -179,9 +166,8 @@ class ComfyUIEngine:
             data={"type": "input", "overwrite": "true"},
         )
         if resp.status_code >= 400:
-            raise EngineError(
-                f"ComfyUI refused the image upload ({resp.status_code}): {error_text(resp)}",
-                f"ComfyUI が画像のアップロードを拒否しました（{resp.status_code}）。",
+            raise EngineError.of(
+                "engine_comfyui_upload_refused", status=resp.status_code, detail=error_text(resp)
             )
         body = resp.json()
         sub = body.get("subfolder") or ""
@@ -192,17 +178,11 @@ class ComfyUIEngine:
         if resp.status_code >= 400:
             detail = error_text(resp)
             nodes = _node_errors(resp)
-            raise EngineError(
-                f"ComfyUI rejected the workflow: {detail}{nodes}",
-                f"ComfyUI がワークフローを拒否しました: {detail}{nodes}",
-            )
+            raise EngineError.of("engine_comfyui_workflow_rejected", detail=detail, nodes=nodes)
         try:
             return str(resp.json()["prompt_id"])
         except (ValueError, KeyError) as err:
-            raise EngineError(
-                "ComfyUI answered /prompt without a prompt_id; is this really ComfyUI?",
-                "ComfyUI の /prompt 応答に prompt_id がありません。",
-            ) from err
+            raise EngineError.of("engine_comfyui_no_prompt_id") from err
 
     def _interrupt(self, http: httpx.Client, prompt_id: str) -> None:
         for path, body in (
@@ -225,14 +205,11 @@ class ComfyUIEngine:
         while True:
             if cancel is not None and cancel.is_set():
                 self._interrupt(http, prompt_id)
-                raise GenerationCancelled("Generation stopped.", "生成を中止しました。")
+                raise GenerationCancelled.of("generation_stopped")
             now = time.monotonic()
             if now > deadline:
                 self._interrupt(http, prompt_id)
-                raise EngineError(
-                    f"ComfyUI took longer than {self.timeout:.0f} s; try fewer steps.",
-                    f"ComfyUI が {self.timeout:.0f} 秒以内に終わりませんでした。",
-                )
+                raise EngineError.of("engine_comfyui_timeout", seconds=self.timeout)
             try:
                 raw = ws.recv(timeout=0.2)
             except TimeoutError:
@@ -242,10 +219,7 @@ class ComfyUIEngine:
                         return
                 continue
             except ConnectionClosed as err:
-                raise EngineError(
-                    "ComfyUI closed the connection mid-job; check its console.",
-                    "ComfyUI が処理中に接続を閉じました。コンソールを確認してください。",
-                ) from err
+                raise EngineError.of("engine_comfyui_connection_closed") from err
             if isinstance(raw, bytes):
                 continue  # binary preview frames
             try:
@@ -260,17 +234,12 @@ class ComfyUIEngine:
             elif (kind == "executing" and data.get("node") is None) or kind == "execution_success":
                 return
             elif kind == "execution_interrupted":
-                raise GenerationCancelled(
-                    "Generation stopped in ComfyUI.", "ComfyUI で生成が中止されました。"
-                )
+                raise GenerationCancelled.of("engine_comfyui_interrupted")
             elif kind == "execution_error":
                 what = f"{data.get('exception_type', 'error')}: {data.get('exception_message', '')}"
                 where = data.get("node_type") or data.get("node_id") or "?"
                 text = " ".join(str(what).split())[:400]
-                raise EngineError(
-                    f"ComfyUI failed in node {where}: {text}",
-                    f"ComfyUI のノード {where} でエラー: {text}",
-                )
+                raise EngineError.of("engine_comfyui_node_failed", node=where, error=text)
 
     def _history(self, http: httpx.Client, prompt_id: str) -> dict[str, Any] | None:
         resp = http.get(f"/history/{prompt_id}")
@@ -283,10 +252,7 @@ class ComfyUIEngine:
     def _outputs(self, http: httpx.Client, prompt_id: str, output: str | None) -> list[Any]:
         entry = self._history(http, prompt_id)
         if entry is None:
-            raise EngineError(
-                "ComfyUI finished but has no history for the job.",
-                "ComfyUI の履歴にジョブが見つかりません。",
-            )
+            raise EngineError.of("engine_comfyui_no_history")
         images = []
         for node_id, node_out in (entry.get("outputs") or {}).items():
             if output is not None and str(node_id) != output:
@@ -297,16 +263,11 @@ class ComfyUIEngine:
                 params = {k: ref.get(k, "") for k in ("filename", "subfolder", "type")}
                 resp = http.get("/view", params=params)
                 if resp.status_code >= 400:
-                    raise EngineError(
-                        f"ComfyUI couldn't serve {params['filename']} ({resp.status_code}).",
-                        f"ComfyUI が {params['filename']} を返せませんでした。",
-                    )
+                    raise EngineError.of("engine_comfyui_view_failed",
+                                         filename=params["filename"], status=resp.status_code)
                 images.append(decode_image_bytes(resp.content, what="ComfyUI"))
         if not images:
-            raise EngineError(
-                "ComfyUI finished without saving an image; does the workflow end in SaveImage?",
-                "ComfyUI が画像を保存しませんでした。ワークフローの最後は SaveImage ですか？",
-            )
+            raise EngineError.of("engine_comfyui_no_image")
         return images
 
 

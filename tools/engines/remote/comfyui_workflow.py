@@ -48,10 +48,7 @@ def comfy_sampler(name: str) -> tuple[str, str]:
         return COMFY_SAMPLERS[name]
     except KeyError:
         choices = ", ".join(COMFY_SAMPLERS)
-        raise EngineError(
-            f"ComfyUI has no equivalent of the sampler {name!r}. Choose one of: {choices}.",
-            f"サンプラー {name!r} は ComfyUI にありません。次から選んでください: {choices}",
-        ) from None
+        raise EngineError.of("engine_comfyui_no_sampler", name=name, choices=choices) from None
 
 
 @dataclass(frozen=True)
@@ -175,12 +172,7 @@ def apply_request(
     def inputs(node: str | None, role: str) -> dict[str, Any]:
         entry = wf.get(str(node)) if node is not None else None
         if not isinstance(entry, dict) or not isinstance(entry.get("inputs"), dict):
-            raise EngineError(
-                f"The ComfyUI node map says the {role} node is {node!r}, but the workflow has "
-                "no such node. Export the workflow with 'Save (API format)' and check the ids.",
-                f"ノードマップの {role} ノード {node!r} がワークフローにありません。"
-                "「Save (API format)」で書き出したものか確認してください。",
-            )
+            raise EngineError.of("engine_comfyui_node_missing", role=role, node=node)
         return entry["inputs"]
 
     sampler_name, scheduler = comfy_sampler(request.sampler)

@@ -25,24 +25,16 @@ MAX_ERROR_CHARS = 400
 def decode_image_bytes(data: bytes, *, what: str = "the server") -> Image.Image:
     """Open PNG/JPEG bytes from a server as a loaded RGB(A) image, or raise EngineError."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise EngineError(
-            f"{what} sent an image of {len(data) // 2**20} MB, which is too large.",
-            f"{what} から大きすぎる画像（{len(data) // 2**20} MB）が届きました。",
-        )
+        raise EngineError.of("engine_remote_image_too_large_mb", what=what, mb=len(data) // 2**20)
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise EngineError(
-                    f"{what} sent a {im.width}x{im.height} image, larger than expected.",
-                    f"{what} から想定より大きい画像（{im.width}x{im.height}）が届きました。",
-                )
+                raise EngineError.of("engine_remote_image_too_many_pixels",
+                                     what=what, width=im.width, height=im.height)
             im.load()
             return im.convert("RGBA" if "A" in im.getbands() else "RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise EngineError(
-            f"{what} sent something that is not an image ({err}).",
-            f"{what} から画像ではないデータが届きました（{err}）。",
-        ) from err
+        raise EngineError.of("engine_remote_not_an_image", what=what, error=err) from err
 
 
 def decode_base64_image(text: str, *, what: str = "the server") -> Image.Image:
@@ -50,16 +42,11 @@ def decode_base64_image(text: str, *, what: str = "the server") -> Image.Image:
     if text.startswith("data:"):
         text = text.partition(",")[2]
     if len(text) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-        raise EngineError(
-            f"{what} sent an image that is too large.", f"{what} から大きすぎる画像が届きました。"
-        )
+        raise EngineError.of("engine_remote_image_too_large", what=what)
     try:
         raw = base64.b64decode(text, validate=False)
     except (binascii.Error, ValueError) as err:
-        raise EngineError(
-            f"{what} sent an image that is not valid base64.",
-            f"{what} から不正な base64 画像が届きました。",
-        ) from err
+        raise EngineError.of("engine_remote_bad_base64", what=what) from err
     return decode_image_bytes(raw, what=what)
 
 
@@ -75,10 +62,7 @@ def load_input_image(path: Path, size: tuple[int, int], *, mode: str = "RGB") ->
         with Image.open(path) as im:
             return im.convert(mode).resize(size, Image.Resampling.LANCZOS)
     except (OSError, ValueError) as err:
-        raise EngineError(
-            f"Can't read the input image {path.name}: {err}",
-            f"入力画像 {path.name} を読み込めません: {err}",
-        ) from err
+        raise EngineError.of("engine_remote_input_unreadable", name=path.name, error=err) from err
 
 
 def error_text(resp: httpx.Response) -> str:

@@ -1,0 +1,1 @@
+"""The image ledger (tools.ledger), its chat commands and its terminal commands."""

@@ -1,0 +1,1 @@
+"""From the person's words to a prompt spec: the interview and the spec builder."""

@@ -1,0 +1,1 @@
+"""The quality loop: constraints, vision checks, fixes and the evaluation script."""

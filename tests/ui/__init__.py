@@ -1,0 +1,1 @@
+"""The UI edge: chat history persistence behind Chainlit."""

@@ -1,0 +1,1 @@
+"""Pictures in: captions, uploads, masks and the vision flow."""
