@@ -38,8 +38,10 @@ IR_VERSION = "1"  # bump when the wrappers below change what a cached IR compute
 # ran a 512² CFG step 8-13% slower here. Two cover full-quality and quick previews.
 # An axis in OvModel's ``dynamic`` (the UNet's prompt length, 77·k positions) is static at
 # its usual size and dynamic otherwise: 77-position prompts keep their static compile,
-# and every longer prompt shares ONE more compile per shape (benchmarks/openvino_seq.py:
-# a dynamic prompt axis cost ~5 % per step, too much for the common short prompt).
+# and every longer prompt shares ONE more compile per shape instead of a compile (and a
+# weight copy) per length. benchmarks/openvino_seq.py, half-width SD1.5 UNet, 1 thread:
+# the dynamic axis cost ~5 % per step at 256² (~50 ms a call) and was within noise
+# (+1 to +4 % median) at 512², so the common short prompt keeps the static compile.
 MAX_SHAPES = 2
 
 
