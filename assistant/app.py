@@ -207,6 +207,8 @@ class App:
             ledger_chat=LedgerChat(ledger, runner, state) if ledger is not None else None,
             best_of_factory=best_of,
             best_of_default=best_of_default,
+            # the card's token counts: the diffusers engine's local tokenizer, if any
+            token_counter=getattr(self.queue.engine, "count_tokens", None),
         )
 
     def best_of_factory(

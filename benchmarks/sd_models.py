@@ -76,6 +76,41 @@ def build_sd15(path: Path) -> Path:
     return path
 
 
+def build_tiny(path: Path) -> Path:
+    """A tiny SD1.5-shaped model (64² images in milliseconds) to check a benchmark runs;
+    its numbers say nothing about real models."""
+    import torch
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=4, norm_num_groups=8,
+    )
+    vae = _tiny_vae()
+    pipe: Any = StableDiffusionPipeline(
+        vae=vae, text_encoder=CLIPTextModel(_clip(32, 2, 4, 37, "quick_gelu", 32)),
+        tokenizer=byte_tokenizer(), unet=unet,
+        scheduler=PNDMScheduler(skip_prk_steps=True, **_scheduler_kwargs()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def _tiny_vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=4, sample_size=64,
+    )
+
+
 def build_sdxl(path: Path) -> Path:
     """SDXL base: UNet 2.6B, CLIP-L + OpenCLIP bigG, KL VAE (fp32 upcast as shipped)."""
     import torch

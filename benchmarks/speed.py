@@ -19,7 +19,13 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
   a random LoRA shaped like the LCM LoRA (what fast mode adds to undistilled models);
 * ``fast-torch`` — fast mode with ``cpu_runtime=torch`` (CPU only);
 * ``int8`` / ``fast-int8`` — ``egaki`` / ``fast`` with the int8 OpenVINO UNet (CPU only,
-  opt-in: calibrated once into ``--workdir``, several minutes).
+  opt-in: calibrated once into ``--workdir``, several minutes);
+* ``long``   — the ``egaki`` path with a 150-token prompt (two 75-token chunks, read in
+  full the A1111 way) against a 75-token one (one chunk), same run: the extra seconds
+  per image, as UNet steps, and the prompt encoding alone (ms).
+
+``--models tiny`` builds a tiny SD1.5-shaped model instead: seconds, not minutes, to check
+that a path runs (its numbers mean nothing).
 
 Peak memory is measured over the timed runs only (VRAM on CUDA; on Linux the resident
 high-water mark reset before them), so a one-time conversion doesn't count.
@@ -40,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = {"sd15": 512, "sdxl": 1024}
+SIZES = {"sd15": 512, "sdxl": 1024, "tiny": 64}
 PROMPT = "two women playing beach volleyball on a sunny beach, photo"
 
 
@@ -141,6 +147,10 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         run(1)  # load (and on first use convert) outside the timed runs
 
     load_s = time.perf_counter() - t_load
+    if path_name == "long":
+        return {"path": path_name, "model": model, "device": device, "size": size,
+                "steps": used_steps, "load_s": load_s,
+                **long_prompt(engine, model_dir, size, steps, repeat, warmup)}
     for _ in range(warmup):
         run(2 if device == "cpu" and not path_name.startswith("fast") else used_steps)
     from tools.engines.memory import PeakMeter
@@ -155,11 +165,73 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
             "peak_kind": meter.result.kind if meter.result else "lifetime"}
 
 
+def prompt_of(tokenizer: Any, n: int) -> str:
+    """A prompt of exactly ``n`` tokens without commas (so 75 = one chunk, 150 = two)."""
+    text = " ".join(f"{w}{i}" for i in range(400) for w in ("red", "fox", "snow", "pine"))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n]
+    return str(tokenizer.decode(ids))
+
+
+def long_prompt(engine: Any, model_dir: Path, size: int, steps: int, repeat: int,
+                warmup: int) -> dict[str, Any]:
+    """The ``long`` path: seconds per image at 75 and 150 tokens, interleaved, and the
+    prompt encoding alone at each length."""
+    import statistics
+
+    from transformers import CLIPTokenizer
+
+    from tools.core.request import ImageRequest
+    from tools.engines.diffusers.prompts.a1111 import count_tokens
+    from tools.engines.diffusers.prompts.encoding import encode
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(model_dir / "tokenizer"))
+    prompts = {n: prompt_of(tokenizer, n) for n in (75, 150)}
+    assert [len(count_tokens(p, tokenizer).per_chunk) for p in prompts.values()] == [1, 2]
+
+    def image(n: int) -> float:
+        t0 = time.perf_counter()
+        engine.generate(ImageRequest(prompt=prompts[n], width=size, height=size, steps=steps,
+                                     cfg_scale=7.0, seed=1))
+        return time.perf_counter() - t0
+
+    for _ in range(warmup):
+        for n in (75, 150):
+            image(n)
+    seconds: dict[int, list[float]] = {75: [], 150: []}
+    for _ in range(repeat):  # interleaved: drift in the machine's speed hits both alike
+        for n in (75, 150):
+            seconds[n].append(image(n))
+    pipe = engine.cache.current.pipe
+    encode_ms = {}
+    for n in (75, 150):
+        runs = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            encode(pipe, prompts[n], "")
+            runs.append((time.perf_counter() - t0) * 1000)
+        encode_ms[n] = statistics.median(runs)
+    short, long = statistics.median(seconds[75]), statistics.median(seconds[150])
+    return {"seconds": short, "seconds_150": long, "all_seconds": seconds[75],
+            "all_seconds_150": seconds[150], "it_per_s": steps / short,
+            "step_s": short / steps, "encode_ms_75": encode_ms[75],
+            "encode_ms_150": encode_ms[150], "peak_gib": _peak(_device()),
+            "peak_kind": "lifetime"}
+
+
+def _long_row(r: dict[str, Any]) -> str:
+    extra = r["seconds_150"] - r["seconds"]
+    return (f"{r['model']:5} long   {r['size']}² {r['steps']:3d} steps  75 tokens "
+            f"{r['seconds']:.2f} s/img, 150 tokens {r['seconds_150']:.2f} s/img: "
+            f"{extra:+.2f} s ({100 * extra / r['seconds']:+.1f} %, "
+            f"{extra / r['step_s']:+.2f} UNet steps); encoding alone "
+            f"{r['encode_ms_75']:.0f} → {r['encode_ms_150']:.0f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", help="sd15,sdxl (default: sd15 on CPU, both on GPU)")
-    p.add_argument("--paths", help="default: naive,torch,egaki,fast-torch,fast on CPU, "
-                   "naive,egaki,fast elsewhere")
+    p.add_argument("--models", help="sd15,sdxl or tiny (default: sd15 on CPU, both on GPU)")
+    p.add_argument("--paths", help="default: naive,torch,egaki,fast-torch,fast,long on CPU, "
+                   "naive,egaki,fast,long elsewhere")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--fast-steps", type=int, default=4, help="steps in fast mode (1-8)")
     p.add_argument("--repeat", type=int, default=None, help="timed runs (default 1 CPU, 5 GPU)")
@@ -172,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     device = _device()
     models = (a.models or ("sd15,sdxl" if device == "cuda" else "sd15")).split(",")
     repeat = a.repeat or (5 if device == "cuda" else 1)
-    paths = a.paths or ("naive,torch,egaki,fast-torch,fast" if device == "cpu"
-                        else "naive,egaki,fast")
+    paths = a.paths or ("naive,torch,egaki,fast-torch,fast,long" if device == "cpu"
+                        else "naive,egaki,fast,long")
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, models)
 
@@ -203,13 +275,16 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = json.loads(line.removeprefix("RESULT "))
             results.append(r)
+            if path_name == "long":
+                print(_long_row(r), flush=True)
+                continue
             print(f"{model:5} {path_name:6} {r['size']}² {r['steps']:3d} steps  "
                   f"{r['seconds']:8.2f} s/img  {r['it_per_s']:6.2f} it/s  "
                   f"peak {r['peak_gib']:5.1f} GiB  (load {r['load_s']:.0f} s)", flush=True)
     for model in models:
         base = next((r for r in results if r["model"] == model and r["path"] == "naive"), None)
         for r in results:
-            if base and r["model"] == model and r is not base:
+            if base and r["model"] == model and r is not base and r["path"] != "long":
                 print(f"{model}: {r['path']} is {base['seconds'] / r['seconds']:.1f}x naive")
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))

@@ -35,7 +35,7 @@ from tools.core.messages import has_japanese, language_name
 from tools.core.settings import Settings
 from tools.llm.backend import LLMGateway, make_chat_model, make_gateway
 from tools.llm.structured import LLMCallCounter, StructuredLLM
-from tools.llm.text import dedupe_terms, lenient_text
+from tools.llm.text import dedupe_terms, lenient_text, model_prompt
 from vision.masks import Box, Mask, context_box, parse_box
 
 SEND_MAX_SIDE = 768
@@ -65,6 +65,11 @@ class ImageDescription(_Lenient):
     negative: str = Field("", description="things a repainting should avoid, English")
     summary: str = Field("", description="one or two sentences in the person's language")
 
+    @field_validator("subject", "environment", "lighting", "style", "camera", "negative")
+    @classmethod
+    def _honoured(cls, v: str) -> object:
+        return model_prompt(v)  # only prompt syntax the engine honours
+
     @property
     def prompt(self) -> str:
         """The positive prompt: subject, environment, lighting, style, camera."""
@@ -85,6 +90,11 @@ class InpaintProposal(_Lenient):
     prompt: str = Field(description="only what should appear in the masked area, English")
     negative: str = Field("", description="what the repainted area must not show, English")
     summary: str = Field("", description="one sentence in the person's language")
+
+    @field_validator("prompt", "negative")
+    @classmethod
+    def _honoured(cls, v: str) -> object:
+        return model_prompt(v)  # only prompt syntax the engine honours
 
 
 class Captioner(Protocol):

@@ -38,7 +38,7 @@ from tools.core.messages import Message
 from tools.core.request import ImageRequest
 from tools.core.settings import Settings
 from tools.infotext.png import PngMetadata, comfyui_summary, read_png_metadata
-from tools.infotext.text import infotext_to_request
+from tools.infotext.text import Reuse, reuse_infotext
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -84,7 +84,8 @@ class UploadMetadata:
     """Generation settings found in an uploaded image: sanitised strings, never code.
 
     ``request`` is the settings as an :class:`ImageRequest` when they are usable here
-    (A1111-style text only); otherwise ``request_error`` says why not, in any language.
+    (A1111-style text only), and ``reuse`` what reusing them changes or leaves out;
+    otherwise ``request_error`` says why not, in any language.
     """
 
     source: str
@@ -93,6 +94,7 @@ class UploadMetadata:
     params: dict[str, str] = field(default_factory=dict)
     request: ImageRequest | None = None
     request_error: InvalidRequest | None = None
+    reuse: Reuse | None = None
 
 
 @dataclass(frozen=True)
@@ -303,11 +305,11 @@ def extract_metadata(meta: PngMetadata | None) -> UploadMetadata | None:
             for k, v in data.items()
             if isinstance(v, (str, int, float)) and k not in ("prompt", "negative_prompt")
         }
-    request: ImageRequest | None = None
+    reuse: Reuse | None = None
     problem: InvalidRequest | None = None
     if meta.parsed is not None:
         try:
-            request = infotext_to_request(meta.parsed)
+            reuse = reuse_infotext(meta.parsed)
         except InvalidRequest as err:
             problem = err
     clean_params = {
@@ -319,8 +321,9 @@ def extract_metadata(meta: PngMetadata | None) -> UploadMetadata | None:
         prompt=clean_text(prompt),
         negative_prompt=clean_text(negative),
         params=clean_params,
-        request=request,
+        request=reuse.request if reuse is not None else None,
         request_error=problem,
+        reuse=reuse,
     )
 
 

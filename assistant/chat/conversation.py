@@ -36,7 +36,7 @@ from assistant.chat.state import HISTORY_KEPT, ChatState, Turn
 from assistant.chat.vision_flow import VisionFlow
 from assistant.studio.actions import ActionSpec, ActionTable
 from assistant.studio.best_of import BestOf
-from assistant.studio.flow import Runner, Studio
+from assistant.studio.flow import Runner, Studio, TokenCounter
 from assistant.studio.panel import PanelChoice, read_panel
 from prompts.loader import render
 from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
@@ -88,6 +88,7 @@ class Conversation:
         ledger_chat: LedgerChat | None = None,
         best_of_factory: Callable[[BaseChatModel], BestOf] | None = None,
         best_of_default: bool = False,
+        token_counter: TokenCounter | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -106,6 +107,7 @@ class Conversation:
         self.ledger_chat = ledger_chat
         self.best_of_factory = best_of_factory
         self.best_of_default = best_of_default
+        self.token_counter = token_counter
         self.table = ActionTable()  # every flow's buttons, once the flows exist
 
     @property
@@ -173,6 +175,7 @@ class Conversation:
         self.studio = Studio(
             chat_model, runner, state=self.state, family=self.family,
             best_of=best_of, best_of_default=self.best_of_default,
+            token_counter=self.token_counter,
         )
         if self.panel is not None:
             self.studio.apply_panel(self.panel)

@@ -27,12 +27,14 @@ from tools.core.events import EventSink
 from tools.core.request import ImageRequest, format_validation_error, parse_request
 from tools.core.samplers import DEFAULT_SAMPLER, SAMPLERS
 from tools.engines.jobs import JobQueue
+from tools.infotext.prompt_syntax import find_unsupported
 
 TOOL_NAME = "generate_image"
 TOOL_DESCRIPTION = (
     "Draw images with the local Stable Diffusion model. Call it once the user has said "
     "what they want. Write `prompt` in English as comma-separated visual details (subject, "
-    "setting, style, lighting, camera). Leave optional fields out unless the user asked "
+    "setting, style, lighting, camera); AUTOMATIC1111 weights such as (two women:1.2) and "
+    "BREAK work, [a:b:0.5], [a|b] and AND do not. Leave optional fields out unless the user asked "
     "for them; defaults are already tuned. Returns file paths and each image's seed; to "
     "change a result slightly, call again with the same seed and an edited prompt."
 )
@@ -98,6 +100,11 @@ def summarize(images: list[GeneratedImage], paths: list[Path], *, shown: bool = 
     lines.append(f"Prompt: {req.prompt}")
     if req.negative_prompt:
         lines.append(f"Negative: {req.negative_prompt}")
+    found = find_unsupported(req.prompt) + find_unsupported(req.negative_prompt)
+    if found:
+        listed = ", ".join(dict.fromkeys(u.text for u in found))
+        lines.append(f"Egaki read this syntax as plain words (not supported): {listed}. "
+                     "Tell the user; weights like (word:1.2), BREAK and embeddings do work.")
     if shown:
         lines.append("The user already sees them; describe them briefly, don't list paths.")
     return "\n".join(lines)

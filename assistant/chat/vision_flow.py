@@ -44,6 +44,7 @@ from tools.core.errors import InvalidRequest
 from tools.core.messages import lang_code, msg
 from tools.core.request import MAX_PIXELS, MAX_SIDE, ImageRequest, parse_request
 from tools.core.settings import Settings
+from tools.infotext.text import reuse_notes
 from vision.caption import Captioner, ImageDescription
 from vision.masks import Mask, mask_from_box, mask_from_data_url, mask_from_image
 from vision.uploads import Upload, UploadMetadata, load_upload, upload_path, uploads_dir
@@ -194,6 +195,7 @@ class VisionFlow:
         if meta.request_error is not None:
             problem = meta.request_error.localized(self.lang)
             lines += ["", msg("pnginfo_unusable", self.lang, error=plain(problem))]
+        lines += [f"\n{plain(note)}" for note in reuse_notes(meta.reuse, self.lang)]
         return "\n".join(lines)
 
     def upload(self, image_id: str) -> Upload:

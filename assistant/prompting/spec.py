@@ -6,6 +6,8 @@ and then applies deterministic rules the model cannot break:
 1. the positive prompt is assembled from named parts in a fixed order
    (subject → setting/time/weather → lighting/palette → framing/style → quality tags),
    and every part must be English (one corrective retry, then :class:`ModelOutputError`);
+   parts keep only the A1111 syntax the engine honours, and a count in the subject is
+   weighted the A1111 way ("two women playing…" → "(two women:1.2) playing…");
 2. the thick negative preset for the model family (``prompts/negatives.yaml``) is merged
    with the scene's own negatives, deduplicated case-insensitively, order kept;
 3. settings are checked against :class:`ImageRequest`'s rules; a size that is invalid or
@@ -18,6 +20,7 @@ one part (axis); duplicates are dropped and missing ones are filled from
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args
 
@@ -27,7 +30,8 @@ from assistant.prompting.interview import Aspect, Lang
 from prompts.loader import load_yaml
 from tools.core.request import ImageRequest, parse_request
 from tools.core.samplers import DEFAULT_SAMPLER
-from tools.llm.text import dedupe_terms, lenient_text
+from tools.infotext.prompt_syntax import emphasize
+from tools.llm.text import dedupe_terms, model_prompt
 
 __all__ = [
     "AXES",
@@ -58,6 +62,8 @@ FAMILY_DEFAULTS: dict[Family, dict[str, Any]] = {
     "sdxl": {"steps": 30, "cfg_scale": 6.0, "sampler": DEFAULT_SAMPLER},
 }
 STEPS_RANGE, CFG_RANGE = (15, 60), (3.0, 12.0)
+COUNT_WEIGHT = 1.2  # how much a counted subject is stressed: "(two women:1.2)"
+_WORD = re.compile(r"[A-Za-z0-9'-]+")
 
 
 # --- models ---------------------------------------------------------------------------------
@@ -88,11 +94,13 @@ class PromptParts(BaseModel):
     )
     @classmethod
     def _lenient(cls, v: object) -> object:
-        return lenient_text(v)
+        return model_prompt(v)
 
     def compose(self, family: Family) -> str:
-        """The positive prompt: parts in order, then the family's quality tags."""
+        """The positive prompt: parts in order (the subject's count weighted), then the
+        family's quality tags."""
         parts = [getattr(self, name).strip() for name in type(self).model_fields]
+        parts[0] = weight_count(parts[0])
         quality = load_yaml("styles.yaml")["quality"][family]
         return ", ".join(dedupe_terms([*parts, *quality]))
 
@@ -174,7 +182,7 @@ class SpecDraft(PromptParts):
     @field_validator("negative_extra", mode="before")
     @classmethod
     def _lenient_negative(cls, v: object) -> object:
-        return lenient_text(v)
+        return model_prompt(v)
 
 
 # --- deterministic rules --------------------------------------------------------------------
@@ -184,6 +192,37 @@ def merge_negative(family: Family, extra: str = "", presets: Sequence[str] | Non
     groups = list(presets) if presets is not None else list(table)
     terms = [term for group in groups for term in table[group]]
     return ", ".join(dedupe_terms([*terms, extra]))
+
+
+def weight_count(subject: str) -> str:
+    """``subject`` with its first English count phrase weighted the A1111 way.
+
+    "two women playing beach volleyball" → "(two women:1.2) playing beach volleyball"
+    (CLIP often loses counts; the weight stresses exactly them). The phrase is the number
+    and up to three words before a stop word, an -ing word or a comma
+    (``prompts/count_words.yaml``); measures ("two days") are not counts. A subject that
+    already carries brackets (the model weighted it) is left as it is.
+    """
+    if any(c in subject for c in "()[]"):
+        return subject
+    table = load_yaml("count_words.yaml")
+    numbers, units, stops = set(table["en_numbers"]), set(table["en_units"]), set(table["en_stop"])
+    found = list(_WORD.finditer(subject))
+    for i, m in enumerate(found):
+        word = m.group().casefold()
+        if word not in numbers and not (word.isdigit() and 2 <= int(word) <= 99):
+            continue
+        end = m
+        for nxt in found[i + 1:i + 4]:
+            w = nxt.group().casefold()
+            if (subject[end.end():nxt.start()].strip() or w in stops or w.endswith("ing")
+                    or (end is m and w in units)):
+                break
+            end = nxt
+        if end is not m:
+            phrase = subject[m.start():end.end()]
+            return subject[:m.start()] + emphasize(phrase, COUNT_WEIGHT) + subject[end.end():]
+    return subject
 
 
 def aspect_of(width: int, height: int) -> Aspect:

@@ -20,7 +20,7 @@ from prompts.loader import load_yaml, render
 from tools.core.errors import InvalidRequest
 from tools.core.messages import has_japanese, language_name, localize
 from tools.llm.structured import StructuredLLM
-from tools.llm.text import lenient_text
+from tools.llm.text import lenient_text, model_prompt
 
 _AXIS_ALIASES = {
     "time": "time_of_day",
@@ -45,10 +45,15 @@ class VariantDraft(BaseModel):
     value: str = Field(json_schema_extra={"maxLength": 100, "pattern": ENGLISH})
     label: str = Field("", json_schema_extra={"maxLength": 30})
 
-    @field_validator("value", "label", mode="before")
+    @field_validator("label", mode="before")
     @classmethod
     def _lenient(cls, v: object) -> object:
         return lenient_text(v)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _honoured(cls, v: object) -> object:
+        return model_prompt(v)  # only prompt syntax the engine honours
 
 
 class VariationsReply(BaseModel):

@@ -1,10 +1,10 @@
 """Deterministic prompt fixes for a round in which no candidate passed every check.
 
 Rules come from ``prompts/quality_fixes.yaml``, keyed by constraint kind: ``front``
-phrases go to the START of the positive prompt (CLIP weighs early tokens most, and
-diffusers does not parse ``(term:1.3)`` weights), ``negative`` terms are appended to the
-negative prompt. For counts the direction matters: when the checker saw more than
-expected, ``too_many_negative`` is added; when fewer, ``too_few_front``.
+phrases go to the START of the positive prompt (CLIP weighs early tokens most; a count
+is also stressed with an A1111 weight, ``(exactly two women:1.3)``), ``negative`` terms
+are appended to the negative prompt. For counts the direction matters: when the checker
+saw more than expected, ``too_many_negative`` is added; when fewer, ``too_few_front``.
 Applying the same fix twice changes nothing (terms are deduplicated).
 """
 

@@ -8,6 +8,7 @@ Images are made by a ``runner`` (the same :class:`assistant.studio.runner.ImageR
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -39,6 +40,9 @@ from tools.llm.structured import LLMCallCounter
 log = logging.getLogger(__name__)
 
 Runner = Callable[[ImageRequest], Awaitable[tuple[list[GeneratedImage], list[Path]]]]
+# A1111's token count of a prompt for the card (the engine's ``count_tokens``); returns
+# None when no tokenizer is at hand. Called in a worker thread (it may read files).
+TokenCounter = Callable[[str], Any]
 MORE_COUNT = 4
 VARIATION_COUNT = 4
 
@@ -86,9 +90,11 @@ class Studio:
         overrides: Mapping[str, Any] | None = None,
         best_of: BestOf | None = None,
         best_of_default: bool = False,
+        token_counter: TokenCounter | None = None,
     ) -> None:
         self.session = state if state is not None else StudioSession()
         self.counter = counter or LLMCallCounter()
+        self.token_counter = token_counter
         self.interviewer = Interviewer(model, counter=self.counter)
         self.builder = SpecBuilder(model, counter=self.counter)
         self.runner = runner
@@ -198,13 +204,20 @@ class Studio:
     ) -> None:
         """Show the card, make the images, then offer the next steps."""
         request = spec.to_image_request(self._request_overrides(extra))
-        await ui.show(render_card(spec, self.lang), [])
+        await ui.show(render_card(spec, self.lang, await self.token_counts(spec)), [])
         if self.best_of is not None and self.use_best_of:
             shown = await self.best_of.run(spec, request, ui.say)
             self._shown([g for g, _ in shown], [p for _, p in shown])
             await ui.show(msg("after_images", self.lang), self.actions())
             return
         await self._run(request, ui)
+
+    async def token_counts(self, spec: PromptSpec) -> tuple[Any, Any]:
+        """(prompt, negative) token counts for the card; (None, None) without a counter."""
+        count = self.token_counter
+        if count is None:
+            return None, None
+        return await asyncio.to_thread(lambda: (count(spec.positive), count(spec.negative)))
 
     async def _run(self, request: ImageRequest, ui: StudioUI) -> None:
         images, paths = await self.runner(request)

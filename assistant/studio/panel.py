@@ -18,13 +18,14 @@ WidgetKind = Literal["select", "switch", "slider", "text"]
 
 NEGATIVE_PRESETS: dict[str, list[str] | None] = {
     "full": None,  # every group in prompts/negatives.yaml
-    "people": ["quality", "hands", "faces", "anatomy", "text"],
-    "scenery": ["quality", "artifacts", "text"],
+    "people": ["quality", "anatomy", "hands", "faces", "text"],
+    "scenery": ["quality", "text", "artifacts"],
     "light": ["quality", "text"],
     "none": [],
 }
 STEPS = ["auto", "4", "8", "15", "20", "25", "30", "40", "50"]
 CFGS = ["auto", "1", "1.5", "3", "5", "7", "9", "12"]
+CLIP_SKIPS = ["auto", "1", "2", "3", "4"]  # A1111's numbering: 1 = none, 2 = common for anime
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ FIELDS: list[Field] = [
     Field("steps", "select", "setting_steps", "auto", STEPS),
     Field("cfg_scale", "select", "setting_cfg_scale", "auto", CFGS),
     Field("sampler", "select", "setting_sampler", "auto", ["auto", *SAMPLERS]),
+    Field("clip_skip", "select", "panel_clip_skip", "auto", CLIP_SKIPS),
     Field("seed", "text", "panel_seed", ""),
     Field("seed_lock", "switch", "panel_seed_lock", False),
     Field("batch_size", "slider", "panel_batch_size", 1, min=1, max=4),
@@ -83,6 +85,8 @@ def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
         out.overrides["steps"] = int(float(values["steps"]))
     if str(values.get("cfg_scale", "auto")) != "auto":
         out.overrides["cfg_scale"] = float(values["cfg_scale"])
+    if str(values.get("clip_skip", "auto")) in CLIP_SKIPS[1:]:
+        out.overrides["clip_skip"] = int(values["clip_skip"])
     if values.get("sampler", "auto") in SAMPLERS:
         out.overrides["sampler"] = values["sampler"]
     seed = str(values.get("seed") or "").strip()

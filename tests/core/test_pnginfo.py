@@ -20,6 +20,8 @@ from tools.infotext.text import (
     format_infotext,
     infotext_to_request,
     parse_infotext,
+    reuse_infotext,
+    reuse_notes,
 )
 
 # Verbatim from the docstring of parse_generation_parameters in A1111's
@@ -212,12 +214,51 @@ def test_garbage_text_raises_invalid_request(text: str) -> None:
         ("Steps: many, Sampler: Euler, Seed: 1", "not a number"),
         ("Steps: 20, Sampler: Euler, Size: big", "WIDTHxHEIGHT"),
         ("Steps: 500, Sampler: Euler, Seed: 1", "steps"),
-        ("Steps: 20, Sampler: Euler, Size: 500x512", "multiple of 8"),
+        ("Steps: 20, Sampler: Euler, Size: 40x512", "greater than or equal to 64"),
+        ("Steps: 20, Sampler: Euler, Clip skip: 13", "clip_skip"),
     ],
 )
 def test_bad_values_teach_instead_of_crashing(settings: str, hint: str) -> None:
     with pytest.raises(InvalidRequest, match=hint):
         infotext_to_request(parse_infotext(f"a cat\n{settings}"))
+
+
+def test_size_not_a_multiple_of_8_is_snapped_to_the_nearest_and_said() -> None:
+    reuse = reuse_infotext(parse_infotext("a cat\nSteps: 20, Sampler: Euler, Size: 540x961"))
+    assert (reuse.request.width, reuse.request.height) == (536, 960)  # a half goes down
+    assert reuse.snapped == ((540, 961), (536, 960))
+    (note,) = reuse_notes(reuse, "en")
+    assert "540x961" in note and "536x960" in note
+    assert "536x960" in reuse_notes(reuse, "ja")[0]
+    fine = reuse_infotext(parse_infotext("a cat\nSteps: 20, Sampler: Euler, Size: 512x768"))
+    assert fine.snapped is None and reuse_notes(fine, "en") == []
+
+
+def test_clip_skip_is_reused_written_back_and_one_when_absent() -> None:
+    parsed = parse_infotext(A1111_V19_SAMPLE)
+    assert infotext_to_request(parsed).clip_skip == 2
+    assert infotext_to_request(parse_infotext(A1111_DOCSTRING_SAMPLE)).clip_skip == 1
+    two = _gen(clip_skip=2)
+    assert "Clip skip: 2" in format_infotext(two)
+    assert "Clip skip" not in format_infotext(_gen(clip_skip=1))
+    assert infotext_to_request(parse_infotext(format_infotext(two))).clip_skip == 2
+
+
+def test_settings_egaki_ignores_are_listed_with_syntax_it_reads_as_words() -> None:
+    reuse = reuse_infotext(parse_infotext(A1111_V19_SAMPLE))
+    assert reuse.ignored == ["Model", "Hires prompt", "Hires upscale", "Hires upscaler"]
+    assert reuse_infotext(parse_infotext(A1111_V19_SAMPLE), with_model=True).ignored == [
+        "Hires prompt", "Hires upscale", "Hires upscaler"]
+    assert reuse.unsupported == []  # weights, LoRA tags and embeddings are all honoured
+    text = ("a [cat:dog:0.5] AND a fox\nNegative prompt: [ugly|bad]\n"
+            "Steps: 20, Sampler: Euler, Emphasis: No norm, ENSD: 31337, Size: 512x512")
+    odd = reuse_infotext(parse_infotext(text))
+    assert odd.ignored == ["Emphasis", "ENSD"]
+    assert [u.text for u in odd.unsupported] == ["[cat:dog:0.5]", "AND", "[ugly|bad]"]
+    ignored, syntax = reuse_notes(odd, "en")
+    assert "Emphasis, ENSD" in ignored and "[cat:dog:0.5], AND, [ugly|bad]" in syntax
+    assert "Emphasis: Original" not in text and reuse_infotext(parse_infotext(
+        "a\nSteps: 2, Sampler: Euler, Emphasis: Original")).ignored == []
 
 
 def test_unreadable_and_plain_files_give_none(tmp_path: Path) -> None:

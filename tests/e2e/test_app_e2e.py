@@ -43,7 +43,7 @@ async def test_japanese_request_question_go_prompt_card_and_inline_image(
         assert "format" in ollama.last_chat()  # structured output, not forced tools
         ollama.enqueue(Reply(data=SPEC))
         await client.send("GO")
-        card = await client.wait_text("two women playing beach volleyball", timeout=30)
+        card = await client.wait_text("(two women:1.2) playing beach volleyball", timeout=30)
         assert "sunny beach" in card and "extra people" in card  # English prompt + negative
         assert "bad anatomy" in card or "extra fingers" in card  # thick preset negative
         await client.wait_for(lambda c: c.count("element") >= 1, timeout=30)
@@ -72,7 +72,7 @@ async def test_free_chat_after_a_picture_is_streamed(app: AppProcess, ollama: Fa
         assert client.count("stream_token") >= 5
         body = ollama.last_chat()
         assert body["messages"][-1]["content"] == "nice, thanks"
-        assert "two women playing beach volleyball" in body["messages"][0]["content"]
+        assert "(two women:1.2) playing beach volleyball" in body["messages"][0]["content"]
 
 
 async def test_ollama_absent_gives_actionable_error_then_recovers(
@@ -150,7 +150,7 @@ async def test_thread_resumes_with_its_images_after_restart(
             await resumed.send("do you remember?")
             await resumed.wait_text("Still here")
             body = ollama.last_chat()
-            assert "two women playing beach volleyball" in body["messages"][0]["content"]
+            assert "(two women:1.2) playing beach volleyball" in body["messages"][0]["content"]
 
 
 async def test_ledger_search_and_reproduce_from_the_chat(

@@ -87,6 +87,25 @@ def test_unwarmed_shape_runs_eager_without_compiling(warmed: CompiledUnet, unet:
     assert out.shape == sample.shape
 
 
+def test_long_prompt_at_a_warmed_size_runs_eager_without_compiling(
+    warmed: CompiledUnet, unet: Any
+) -> None:
+    """A 154-position prompt (two chunks) must never recompile inside a request."""
+    import torch
+
+    sample, t, kwargs = dummy_inputs(unet, SHAPE, positions=154)
+    assert kwargs["encoder_hidden_states"].shape[1] == 154
+    real_compiled = warmed.compiled
+    warmed.compiled = lambda *a, **k: pytest.fail("must not compile a new prompt length")  # type: ignore[assignment]
+    try:
+        with torch.inference_mode():
+            out = unet(sample, t, **kwargs)[0]
+    finally:
+        warmed.compiled = real_compiled
+    assert out.shape == sample.shape
+    assert warmed.key(sample, kwargs["encoder_hidden_states"]) not in warmed.ready
+
+
 def test_inductor_cache_dir_is_written(inductor_cache: Path, warmed: CompiledUnet) -> None:
     files = [p for p in inductor_cache.rglob("*") if p.is_file()]
     assert files, "compiling left nothing in the cache dir"

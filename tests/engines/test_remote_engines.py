@@ -114,6 +114,15 @@ def test_a1111_txt2img_maps_request_and_reports_each_seed(a1111: tuple[str, Fake
     assert all(g.image.size == (320, 256) for g in images)
     assert images[0].model_hash == "abcdef1234" and images[0].model_name == "fake_sd15"
     assert images[0].extra["Lora hashes"] == "detail: 0123456789ab"
+    assert "override_settings" not in body  # no model, no clip skip: the web UI's own
+
+
+def test_a1111_gets_the_requests_clip_skip_as_a_setting_override() -> None:
+    payload = A1111Engine("http://127.0.0.1:9").build_payload(
+        ImageRequest(prompt="a (red:1.2) fox BREAK snow", seed=1, clip_skip=2, model="m"))
+    assert payload["override_settings"] == {"sd_model_checkpoint": "m",
+                                            "CLIP_stop_at_last_layers": 2}
+    assert payload["prompt"] == "a (red:1.2) fox BREAK snow"  # A1111 reads the syntax itself
 
 
 def test_a1111_img2img_sends_init_mask_and_strength(

@@ -22,6 +22,7 @@ from tests.support.fake_chat import ScriptedChatModel
 from tests.support.fake_ollama import FakeOllama, Reply
 from tools.core.errors import InvalidRequest, ModelOutputError
 from tools.core.messages import has_japanese
+from tools.infotext.prompt_syntax import find_unsupported, parse_prompt_attention
 from tools.llm.structured import LLMCallCounter
 
 BEACH: dict[str, Any] = {
@@ -97,11 +98,22 @@ async def test_negative_merges_family_preset_without_duplicates() -> None:
     assert sdxl.positive.endswith("high quality, highly detailed")
 
 
+async def test_spec_stresses_the_count_and_keeps_only_syntax_the_engine_honours() -> None:
+    b, _ = builder(draft(style="[photo|painting] AND (film grain:3)",
+                         negative_extra="[text:logo:0.5], <hypernet:x:1>"))
+    spec = await b.build(finished())
+    assert spec.positive.startswith("(two women:1.2) playing beach volleyball")
+    assert ("two women", 1.2) in parse_prompt_attention(spec.positive)
+    assert "photo, (film grain:1.5)" in spec.positive  # first option; weight kept sane
+    assert not find_unsupported(spec.positive) and not find_unsupported(spec.negative)
+    assert "logo" in spec.negative.split(", ")
+    weighted = await builder(draft(subject="(three cats:1.1) on a sofa"))[0].build(finished())
+    assert weighted.positive.startswith("(three cats:1.1) on a sofa")  # the model's own
+
+
 def test_dedupe_keeps_first_spelling_and_order() -> None:
     assert dedupe_terms(["A, b", " B ,c,,a  ", "C"]) == ["A", "b", "c"]
-    assert merge_negative("sd15", presets=["text"]) == (
-        "text, watermark, signature, username, logo, error"
-    )
+    assert merge_negative("sd15", presets=["text"]) == "text, watermark, signature, logo"
 
 
 @pytest.mark.parametrize(
@@ -234,6 +246,14 @@ async def test_variations_change_exactly_one_named_axis_each_in_one_call() -> No
         assert changed_parts(spec, v) == [v.axis]
         assert v.label and v.negative == spec.negative and v.settings == spec.settings
     assert [v.axis for v in out] == ["lighting", "time_of_day", "style", "color_palette"]
+
+
+async def test_variation_values_keep_only_honoured_syntax() -> None:
+    spec = await base_spec()
+    b, _ = builder(variants(("lighting", "[neon|candle] light AND (glow:2)", "ネオン")))
+    (v,) = await b.variations(spec, n=1)
+    assert v.parts.lighting == "neon light, (glow:1.5)"
+    assert not find_unsupported(v.positive)
 
 
 async def test_bad_or_duplicate_variants_are_filled_deterministically() -> None:

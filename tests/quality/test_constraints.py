@@ -207,7 +207,7 @@ def test_fixes_put_the_count_first_and_never_forbid_what_is_asked() -> None:
     fix = apply_fixes(
         "two women, beach, crowd", "lowres", [Failure(two, 3, [3, 3, 2]), Failure(no_text, 1)]
     )
-    assert fix.prompt.startswith("exactly two women, two women only, two women, beach")
+    assert fix.prompt.startswith("(exactly two women:1.3), two women only, two women, beach")
     negative = fix.negative.split(", ")
     assert {"extra woman", "group", "text", "watermark"} <= set(negative)
     assert "crowd" not in negative  # the scene asks for a crowd

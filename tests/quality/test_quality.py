@@ -216,6 +216,21 @@ def _seed_of(rig: Rig, image: Image.Image) -> int:
     return rig.judge.identify(encode_image(image))
 
 
+async def test_best_of_n_sends_a1111_prompts_through_rounds_and_fixes_intact(rig: Rig) -> None:
+    """Long prompts, weights and BREAK reach the engine as written, round after round."""
+    rig.judge.table = {SEED + 3: PASS}
+    long_tail = ", ".join(f"detail {i}" for i in range(40))  # far past 75 tokens
+    positive = f"(two women:1.2) playing beach volleyball BREAK sunny beach, {long_tail}"
+    negative = "(worst quality:1.4), lowres, easynegative"
+    base = spec().model_copy(update={"positive": positive, "negative": negative})
+    result = await rig.loop(candidates=3, max_rounds=2).run(base, CONSTRAINTS)
+    first, fixed = rig.engine.calls[0].request, rig.engine.calls[3].request
+    assert (first.prompt, first.negative_prompt) == (positive, negative)
+    assert fixed.prompt.endswith(positive) and fixed.prompt.startswith("(exactly two women:1.3)")
+    assert fixed.negative_prompt.startswith(negative)
+    assert result.report.rounds == 2
+
+
 # --- retries and budgets -----------------------------------------------------------------------
 async def test_a_failed_round_retries_with_deterministic_prompt_fixes(rig: Rig) -> None:
     rig.judge.table = {SEED + 5: PASS}
@@ -224,7 +239,8 @@ async def test_a_failed_round_retries_with_deterministic_prompt_fixes(rig: Rig) 
     assert report.rounds == 2 and report.images_generated == 6
     assert [c.image.seed for c in result.shown] == [SEED + 5]
     second = rig.engine.calls[3].request
-    assert second.prompt.startswith("exactly two women, two women only, two women playing")
+    assert second.prompt.startswith(
+        "(exactly two women:1.3), two women only, two women playing")
     assert {"extra woman", "group"} <= set(second.negative_prompt.split(", "))
     assert report.prompts[1] == second.prompt and report.fixes[0]
     assert "(2 rounds)" in result.explanation

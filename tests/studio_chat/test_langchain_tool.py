@@ -97,6 +97,14 @@ def test_sync_invoke_with_an_engine_and_a_random_seed(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.png"))) == 1
 
 
+def test_syntax_egaki_does_not_honour_is_reported_to_the_model(tmp_path: Path) -> None:
+    tool = make_generate_image_tool(FakeEngine(), output_dir=tmp_path)
+    text = tool.invoke({"prompt": "a [cat:dog:0.5], (red:1.2) hat", "negative_prompt": "a AND b"})
+    assert "plain words (not supported): [cat:dog:0.5], AND. Tell the user" in text
+    plain = tool.invoke({"prompt": "a (red:1.2) hat BREAK snow"})
+    assert "not supported" not in plain
+
+
 def test_sync_invoke_through_the_queue(tmp_path: Path) -> None:
     queue = JobQueue(FakeEngine())
     try:

@@ -142,6 +142,26 @@ async def test_upscale_is_img2img_from_last_image_at_twice_the_size(
     assert req.init_image == shown.path and req.seed == shown.seed and req.strength < 0.5
 
 
+async def test_card_shows_token_counts_per_chunk_when_a_tokenizer_is_at_hand(
+    ollama: FakeOllama, engine: FakeEngine, tmp_path: Path
+) -> None:
+    from tools.engines.diffusers.prompts.a1111 import TokenCount
+
+    def count(text: str) -> TokenCount | None:
+        return TokenCount([75, 5], 80, 150) if "fox" in text else TokenCount([12], 12, 75)
+
+    s, ui = studio(ollama, engine, tmp_path), RecordingUI()
+    s.token_counter = count
+    await go(s, ollama, ui)
+    card = ui.shown[0][0]
+    assert "80/150 tokens in 2 chunks of 75 (75 + 5), each read in full" in card
+    assert "· 12/75 tokens" in card  # the negative
+    s2, ui2 = studio(ollama, engine, tmp_path), RecordingUI()
+    s2.token_counter = lambda text: None  # no tokenizer on this machine: no count at all
+    await go(s2, ollama, ui2)
+    assert "tokens" not in ui2.shown[0][0]
+
+
 def test_upscale_size_respects_engine_limits() -> None:
     assert upscale_size(512, 768) == (1024, 1536)
     assert upscale_size(1536, 1536) == (1920, 1920)  # 2× and 1.5× pass 2048: 1.25×
@@ -165,15 +185,15 @@ def test_panel_values_become_overrides_and_presets() -> None:
     c = read_panel(
         {"aspect": "portrait", "steps": "8", "cfg_scale": "1.5", "sampler": "LCM",
          "seed": " 42 ", "batch_size": 3.0, "fast": True, "negative_preset": "none",
-         "image_model": "my-model.safetensors"},
+         "image_model": "my-model.safetensors", "clip_skip": "2"},
         "sdxl",
     )
     assert c.overrides == {"width": 832, "height": 1216, "steps": 8, "cfg_scale": 1.5,
                            "sampler": "LCM", "seed": 42, "batch_size": 3, "fast": True,
-                           "model": "my-model.safetensors"}
+                           "model": "my-model.safetensors", "clip_skip": 2}
     assert c.presets == []
-    auto = read_panel({"aspect": "auto", "steps": "auto", "sampler": "auto", "seed": "abc"},
-                      "sd15")
+    auto = read_panel({"aspect": "auto", "steps": "auto", "sampler": "auto", "seed": "abc",
+                       "clip_skip": "auto"}, "sd15")
     assert auto.overrides == {} and auto.presets is None
 
 

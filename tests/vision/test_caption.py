@@ -20,6 +20,7 @@ from tools.llm.ollama_gateway import OllamaGateway
 from vision.caption import (
     SEND_MAX_SIDE,
     ImageDescription,
+    InpaintProposal,
     OllamaCaptioner,
     RegionCaption,
     region_box,
@@ -149,3 +150,14 @@ async def test_from_settings_uses_the_vision_model(ollama: FakeOllama, tmp_path:
     ollama.enqueue(Reply(data=DESCRIPTION))
     await cap.describe(gradient(32, 32))
     assert cap.model_name == "gemma3:4b" and ollama.last_chat()["model"] == "gemma3:4b"
+
+
+def test_prompts_a_vision_model_writes_keep_only_syntax_the_engine_honours() -> None:
+    desc = ImageDescription.model_validate({
+        "subject": "[a cat|a dog] AND a (red:1.3) ball", "style": "[sketch:photo:0.4]",
+        "negative": "<hypernet:x:1>, blurry", "summary": "A (cat) AND a ball."})
+    assert desc.prompt == "a cat, a (red:1.3) ball, photo"
+    assert desc.negative == "blurry"
+    assert desc.summary == "A (cat) AND a ball."  # for the person, not the engine
+    proposal = InpaintProposal.model_validate({"prompt": "[moon|sun] (glow:4)", "negative": ""})
+    assert proposal.prompt == "moon (glow:1.5)"

@@ -83,6 +83,9 @@ class ImageRequest(BaseModel):
     loras: list[LoraRef] = Field(default_factory=list, max_length=8)
     model: str | None = Field(None, description="Override the configured image model")
     fast: bool = False
+    clip_skip: int | None = Field(
+        None, ge=1, le=12, description="A1111 clip skip (1 = none); None = the configured one"
+    )
 
     @model_validator(mode="after")
     def _check_combination(self) -> ImageRequest:

@@ -101,6 +101,21 @@ class Settings(BaseSettings):
         description="Folder of checkpoints (e.g. an A1111 'models/Stable-diffusion').",
     )
     lora_dir: Path | None = Field(None, description="Folder of LoRAs (e.g. A1111 'models/Lora').")
+    embeddings_dir: Path | None = Field(
+        None,
+        description="Folder of textual-inversion embeddings (e.g. A1111 'embeddings'), used "
+        "by name in prompts (easynegative); names without a file stay plain words.",
+    )
+    clip_skip: int = Field(
+        1, ge=1, le=12,
+        description="CLIP layers to skip, A1111 numbering (1 = none; 2 for many anime "
+        "models); requests and infotexts may set their own. SDXL ignores it, as A1111 does.",
+    )
+    comma_padding_backtrack: int = Field(
+        20, ge=0, le=74,
+        description="A1111's long-prompt chunking: a 75-token chunk ends at its last comma "
+        "when that is within this many tokens of the end (0 = cut anywhere).",
+    )
     device: DeviceName = Field("auto", description="Torch device for diffusers.")
     dtype: DtypeName = Field("auto", description="Torch dtype; auto = fp16 on CUDA, fp32 on CPU.")
     attention_slicing: bool = Field(False, description="Lower memory, slightly slower.")

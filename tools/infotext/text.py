@@ -13,7 +13,12 @@ last line is the settings line only if it holds at least three ``key: value`` pa
 
 Metadata is *data*, never instructions: the parser returns strings and dicts, never
 evaluates anything, and every text is size-capped before it is parsed. Saving and
-reading PNGs is :mod:`tools.infotext.png`.
+reading PNGs is :mod:`tools.infotext.png`; the prompt syntax inside the text is
+:mod:`tools.infotext.prompt_syntax`.
+
+:func:`reuse_infotext` turns a parsed text into a request and says what reusing it
+changes: a size that is not a multiple of 8 is snapped to the nearest one (as A1111's own
+latents are), and the settings Egaki does not honour are listed.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from typing import Any
 
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
+from tools.core.messages import msg
 from tools.core.request import ImageRequest, parse_request
 from tools.core.samplers import canonical_sampler
+from tools.infotext.prompt_syntax import Unsupported, find_unsupported
 
 MAX_INFOTEXT_CHARS = 64_000  # two 8000-char prompts plus a generous settings line
 
@@ -37,6 +44,11 @@ _RE_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _NEGATIVE = "Negative prompt:"
 # A1111 <1.9 folded the schedule into the sampler name; newer versions split it out.
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential")
+# Settings a reused infotext honours, and entries that only describe the picture (hashes
+# of files it used, the writer's version): neither is listed as ignored.
+HONOURED = frozenset({"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size",
+                      "Denoising strength", "Clip skip", "Pad conds"})
+DESCRIPTIVE = frozenset({"Model hash", "Lora hashes", "TI hashes", "Version", "VAE hash"})
 
 
 def _version() -> str:
@@ -116,6 +128,7 @@ def format_infotext(gen: GeneratedImage, *, legacy_sampler: bool = False) -> str
         "Model hash": gen.model_hash or None,
         "Model": gen.model_name or None,
         "Denoising strength": _num(req.strength) if req.mode != "txt2img" else None,
+        "Clip skip": req.clip_skip if (req.clip_skip or 1) > 1 else None,  # as A1111
     }
     # Engine extras (e.g. "Lora hashes") go where A1111 puts extra_generation_params.
     params |= {k: v for k, v in gen.extra.items() if k not in params}
@@ -200,28 +213,53 @@ def _number(parsed: ParsedInfotext, key: str, kind: type[int] | type[float]) -> 
         raise InvalidRequest.of("infotext_not_a_number", key=key, value=raw) from None
 
 
-def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> ImageRequest:
-    """Turn a parsed infotext into an :class:`ImageRequest` (validated, errors teach).
+def snap_to_8(value: int) -> int:
+    """The nearest multiple of 8, halves going down (A1111's latents floor the size)."""
+    return (value + 3) // 8 * 8
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """An infotext as a request, and what reusing it changes or leaves out.
+
+    ``snapped``: (the size written, the size used) when that is not a multiple of 8;
+    ``ignored``: infotext settings Egaki does not honour; ``unsupported``: prompt syntax
+    its engine reads as plain words.
+    """
+
+    request: ImageRequest
+    snapped: tuple[tuple[int, int], tuple[int, int]] | None = None
+    ignored: list[str] = field(default_factory=list)
+    unsupported: list[Unsupported] = field(default_factory=list)
+
+
+def reuse_infotext(parsed: ParsedInfotext, *, with_model: bool = False) -> Reuse:
+    """Turn a parsed infotext into a request (validated, errors teach), with notes.
 
     ``<lora:…>`` tags stay in the prompt. ``Sampler`` + ``Schedule type`` are folded by
-    :func:`canonical_sampler`; ``Size`` gives width/height; ``Denoising strength`` gives
-    ``strength``. The model name is only copied when ``with_model`` is set, because a
-    checkpoint named in someone else's PNG may not exist here.
+    :func:`canonical_sampler`; ``Size`` gives width/height (snapped to multiples of 8);
+    ``Denoising strength`` gives ``strength``; ``Clip skip`` gives ``clip_skip`` (1 when
+    absent, as A1111 reads it). The model name is only copied when ``with_model`` is
+    set, because a checkpoint named in someone else's PNG may not exist here.
     """
     if not parsed.prompt.strip():
         raise InvalidRequest.of("infotext_no_prompt")
-    data: dict[str, object] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
+    data: dict[str, object] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt,
+                               "clip_skip": 1}
     for key, name, kind in (
         ("Steps", "steps", int),
         ("CFG scale", "cfg_scale", float),
         ("Seed", "seed", int),
         ("Denoising strength", "strength", float),
+        ("Clip skip", "clip_skip", int),
     ):
         value = _number(parsed, key, kind)
         if value is not None:
             data[name] = value
+    snapped = None
     if (size := parsed.size) is not None:
-        data["width"], data["height"] = size
+        data["width"], data["height"] = used = (snap_to_8(size[0]), snap_to_8(size[1]))
+        snapped = (size, used) if used != size else None
     elif "Size" in parsed.params:
         raise InvalidRequest.of("infotext_bad_size", value=parsed.params["Size"])
     if sampler := parsed.params.get("Sampler", "").strip():
@@ -237,4 +275,46 @@ def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> 
             ) from err
     if with_model and parsed.params.get("Model"):
         data["model"] = parsed.params["Model"]
-    return parse_request(data)
+    return Reuse(
+        request=parse_request(data),
+        snapped=snapped,
+        ignored=_ignored(parsed.params, with_model),
+        unsupported=find_unsupported(parsed.prompt) + find_unsupported(parsed.negative_prompt),
+    )
+
+
+def _ignored(params: dict[str, str], with_model: bool) -> list[str]:
+    """The infotext settings a reuse leaves out (in the order written)."""
+    out = []
+    for key, value in params.items():
+        if key in HONOURED or key in DESCRIPTIVE or (key == "Model" and with_model):
+            continue
+        if key == "Emphasis" and value.strip() == "Original":
+            continue  # A1111's default weighting, which Egaki's engine uses
+        out.append(key)
+    return out
+
+
+def reuse_notes(reuse: Reuse | None, lang: str, *, limit: int = 6) -> list[str]:
+    """What a person should know before reusing an infotext, one sentence each (plain
+    text, in ``lang``): a snapped size, settings left out, syntax read as plain words."""
+    notes: list[str] = []
+    if reuse is None:
+        return notes
+    if reuse.snapped is not None:
+        (width, height), (new_width, new_height) = reuse.snapped
+        notes.append(msg("reuse_size_snapped", lang, width=width, height=height,
+                         new_width=new_width, new_height=new_height))
+    if reuse.ignored:
+        shown = [k[:40] for k in reuse.ignored[:limit]] + ["…"] * (len(reuse.ignored) > limit)
+        notes.append(msg("reuse_ignored", lang, fields=", ".join(shown)))
+    if reuse.unsupported:
+        found = list(dict.fromkeys(u.text[:60] for u in reuse.unsupported))
+        shown = found[:limit] + ["…"] * (len(found) > limit)
+        notes.append(msg("prompt_syntax_unsupported", lang, found=", ".join(shown)))
+    return notes
+
+
+def infotext_to_request(parsed: ParsedInfotext, *, with_model: bool = False) -> ImageRequest:
+    """Just the request of :func:`reuse_infotext`."""
+    return reuse_infotext(parsed, with_model=with_model).request

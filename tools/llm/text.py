@@ -1,6 +1,7 @@
 """Helpers for the text that models write and that prompts are made of.
 
 ``lenient_text`` accepts what small models send where a string is expected;
+``model_prompt`` also keeps a model's prompt text to the A1111 syntax Egaki honours;
 ``dedupe_terms`` keeps comma-separated prompt terms unique in first-seen order.
 """
 
@@ -8,12 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from tools.infotext.prompt_syntax import honoured_only
+
 
 def lenient_text(v: object) -> object:
     """Models sometimes send a list of tags where a string is expected: join it."""
     if isinstance(v, list):
         return ", ".join(str(x) for x in v if str(x).strip())
     return "" if v is None else v
+
+
+def model_prompt(v: object) -> object:
+    """:func:`lenient_text` for a prompt field a model filled: prompt editing, ``[a|b]``,
+    ``AND`` and unknown ``<tags>`` become plain text, weights stay within 0.5–1.5
+    (:func:`tools.infotext.prompt_syntax.honoured_only`)."""
+    v = lenient_text(v)
+    return honoured_only(v) if isinstance(v, str) else v
 
 
 def dedupe_terms(chunks: Iterable[str]) -> list[str]:

@@ -4,6 +4,8 @@ Eager diffusers on a GPU is bound by Python launch overhead; ``torch.compile`` w
 ``mode="reduce-overhead"`` (CUDA graphs) removes it, but costs a minute or two per shape.
 :class:`CompiledUnet` routes each UNet call: shapes already warmed go to the compiled
 function, everything else runs eager (so unusual sizes never trigger a recompile). A
+shape is the latents' *and* the prompt's: a 154-token prompt (two 77-position chunks)
+at a warmed size still runs eager unless that length was warmed too. A
 background thread warms the common shapes after load. Inductor's caches live under the
 data dir, so a restart reuses the compiled artefacts. Any compile or run failure of the
 compiled path logs its reason and falls back to eager for good — never a failed request.
@@ -22,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 Shape = tuple[int, int, int]  # (batch incl. CFG doubling, height px, width px)
+PROMPT_POSITIONS = 77  # one 75-token chunk plus BOS/EOS: what most prompts encode to
 COMMON_SIZES = {
     "sd15": [(512, 512), (512, 768), (768, 512)],
     "sdxl": [(1024, 1024), (832, 1216), (1216, 832)],
@@ -72,12 +75,16 @@ class CompiledUnet:
         unet.forward = self.route
 
     @staticmethod
-    def key(sample: Any) -> tuple[Any, ...]:
-        return (tuple(sample.shape), str(sample.dtype), str(sample.device))
+    def key(sample: Any, hidden: Any = None) -> tuple[Any, ...]:
+        """What a compiled graph is specialised on: latents and prompt length (77·k)."""
+        positions = int(hidden.shape[1]) if hidden is not None else PROMPT_POSITIONS
+        return (tuple(sample.shape), str(sample.dtype), str(sample.device), positions)
 
     def route(self, sample: Any, timestep: Any, *args: Any, **kwargs: Any) -> Any:
         """The UNet's forward: compiled for warmed shapes, eager otherwise."""
-        usable = self.failed is None and not self.paused and self.key(sample) in self.ready
+        hidden = args[0] if args else kwargs.get("encoder_hidden_states")
+        usable = (self.failed is None and not self.paused
+                  and self.key(sample, hidden) in self.ready)
         if usable and self._lock.acquire(False):
             try:
                 t = _as_timestep(timestep, sample)  # one dtype: samplers differ (int/float)
@@ -96,9 +103,11 @@ class CompiledUnet:
 
     # --- warm-up -------------------------------------------------------------------------
 
-    def warm(self, shapes: Iterable[Shape], *, background: bool = True) -> None:
-        """Compile ``shapes`` (in a daemon thread unless ``background`` is False)."""
-        todo = list(shapes)
+    def warm(self, shapes: Iterable[Shape], *, background: bool = True,
+             positions: Iterable[int] = (PROMPT_POSITIONS,)) -> None:
+        """Compile ``shapes`` for prompts of ``positions`` (77 per 75-token chunk), in a
+        daemon thread unless ``background`` is False."""
+        todo = [(shape, n) for shape in shapes for n in positions]
         if background:
             self._thread = threading.Thread(
                 target=self._warm_all, args=(todo,), name="egaki-unet-warmup", daemon=True
@@ -111,27 +120,28 @@ class CompiledUnet:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def _warm_all(self, shapes: list[Shape]) -> None:
-        for shape in shapes:
+    def _warm_all(self, shapes: list[tuple[Shape, int]]) -> None:
+        for shape, positions in shapes:
             if self.failed is not None:
                 return
             try:
-                self._warm_one(shape)
+                self._warm_one(shape, positions)
             except Exception as err:
                 log.debug("UNet compile traceback", exc_info=True)
                 self._fail(f"compiling the UNet for {shape} failed: {type(err).__name__}: {err}")
 
-    def _warm_one(self, shape: Shape) -> None:
+    def _warm_one(self, shape: Shape, positions: int = PROMPT_POSITIONS) -> None:
         import torch
 
-        sample, t, kwargs = dummy_inputs(self.unet, shape)
+        sample, t, kwargs = dummy_inputs(self.unet, shape, positions)
         started = time.monotonic()
         with self._lock, torch.inference_mode():
             for _ in range(self.warm_calls):  # CUDA graphs record on a later call
                 self.compiled(sample, _as_timestep(t, sample), **kwargs)
         self.warm_seconds[shape] = time.monotonic() - started
-        self.ready.add(self.key(sample))
-        log.info("UNet compiled for %s in %.0f s", shape, self.warm_seconds[shape])
+        self.ready.add(self.key(sample, kwargs["encoder_hidden_states"]))
+        log.info("UNet compiled for %s, %d prompt positions, in %.0f s", shape, positions,
+                 self.warm_seconds[shape])
 
 
 def _clone_outputs(out: Any) -> Any:
@@ -149,8 +159,10 @@ def _as_timestep(t: Any, sample: Any) -> Any:
     return torch.as_tensor(t, device=sample.device, dtype=torch.float32)
 
 
-def dummy_inputs(unet: Any, shape: Shape) -> tuple[Any, Any, dict[str, Any]]:
-    """(sample, timestep, kwargs) exactly as the SD/SDXL pipelines call the UNet."""
+def dummy_inputs(unet: Any, shape: Shape, positions: int = PROMPT_POSITIONS
+                 ) -> tuple[Any, Any, dict[str, Any]]:
+    """(sample, timestep, kwargs) exactly as the SD/SDXL pipelines call the UNet, with a
+    prompt encoded to ``positions`` (77 per chunk)."""
     import torch
 
     batch, height, width = shape
@@ -168,7 +180,7 @@ def dummy_inputs(unet: Any, shape: Shape) -> tuple[Any, Any, dict[str, Any]]:
                                      device=device, dtype=dtype),
         }
     kwargs = {
-        "encoder_hidden_states": torch.randn(batch, 77, cfg.cross_attention_dim,
+        "encoder_hidden_states": torch.randn(batch, positions, cfg.cross_attention_dim,
                                              device=device, dtype=dtype),
         "timestep_cond": None,
         "cross_attention_kwargs": None,

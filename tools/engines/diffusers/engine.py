@@ -12,7 +12,10 @@ method each:
 3. prepare — check the model fits the mode; sampler from the pipeline's original
    scheduler config, LoRAs, decoder (TAESD in fast/tiny mode), one CPU
    ``torch.Generator`` per image (seed, seed+1, …);
-4. denoise — ``callback_on_step_end`` reports progress/previews and honours ``cancel``;
+4. denoise — the prompts encoded the AUTOMATIC1111 way (75-token chunks, ``(word:1.2)``
+   weights, ``BREAK``, textual-inversion embeddings, clip skip; see
+   :mod:`tools.engines.diffusers.prompts`), then ``callback_on_step_end`` reports
+   progress/previews and honours ``cancel``;
 5. finish — paste the original back outside an inpaint mask; one
    :class:`~tools.core.engine.GeneratedImage` per image with the request that reproduces it.
 """
@@ -49,6 +52,10 @@ from tools.engines.diffusers.models import resolve_model as _resolve_model
 from tools.engines.diffusers.pipeline_cache import LoadedModel, PipelineCache, optimise_reporter
 from tools.engines.diffusers.plan import Plan, plan_request
 from tools.engines.diffusers.previews import make_preview, tiny_decode, tiny_vae_ref
+from tools.engines.diffusers.prompts.a1111 import TokenCount
+from tools.engines.diffusers.prompts.counter import TokenCounter
+from tools.engines.diffusers.prompts.encoding import encode
+from tools.engines.diffusers.prompts.textual_inversion import EmbeddingRegistry
 from tools.engines.diffusers.vae_precision import tile_large_decodes
 from tools.engines.memory import PeakMeter
 
@@ -104,6 +111,9 @@ class DiffusersEngine:
         self.on_download = on_download
         self.cache = cache or PipelineCache(settings)
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
+        self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
+        self.counter = TokenCounter(settings, self._resident_pipe, self.embeddings,
+                                    settings.comma_padding_backtrack)
 
     # --- catalogue ---------------------------------------------------------------------
 
@@ -117,6 +127,14 @@ class DiffusersEngine:
         """Where ``spec`` (default: the configured model) lives; nothing is loaded."""
         spec = spec or self.settings.image_model
         return _resolve_model(spec, self.settings, trusted=spec == self.settings.image_model)
+
+    def count_tokens(self, text: str) -> TokenCount | None:
+        """A1111's token count for a prompt card (None when no tokenizer is on disk)."""
+        return self.counter.count(text)
+
+    def _resident_pipe(self) -> Any:
+        current = self.cache.current
+        return current.pipe if current is not None else None
 
     def unload(self) -> None:
         """Free the resident model (e.g. before a large language model needs the GPU)."""
@@ -225,6 +243,7 @@ class DiffusersEngine:
         try:
             loaded.activate(pipe)
             with meter:
+                prepared.extra.update(self._encode(pipe, req, kwargs))
                 images = pipe(**kwargs).images
                 if tiny is not None:
                     images = tiny_decode(images, tiny, pipe.image_processor)
@@ -242,6 +261,24 @@ class DiffusersEngine:
         log.info("%d image(s) %dx%d, %d steps in %.1f s, %s", req.batch_size, req.width,
                  req.height, req.steps, elapsed, peak or "peak memory unknown")
         return _Denoised(images, elapsed, peak)
+
+    def _encode(self, pipe: Any, req: ImageRequest, kwargs: dict[str, Any]) -> dict[str, str]:
+        """Step 4a: swap ``prompt``/``negative_prompt`` in ``kwargs`` for their A1111
+        encoding; returns what the infotext needs to reproduce it in A1111."""
+        # diffusers skips the negative without CFG (scale <= 1, or an LCM-distilled UNet)
+        guided = req.cfg_scale > 1 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
+        encoded = encode(
+            pipe, kwargs.pop("prompt"), kwargs.pop("negative_prompt") or "",
+            clip_skip=req.clip_skip or 1, embeddings=self.embeddings,
+            comma_backtrack=self.settings.comma_padding_backtrack, with_negative=guided,
+        )
+        kwargs.update(encoded.kwargs)
+        extra: dict[str, str] = {}
+        if encoded.padded:  # A1111 pads cond/uncond to one length only with this option
+            extra["Pad conds"] = "True"
+        if encoded.embeddings:
+            extra["TI hashes"] = self.embeddings.hashes(encoded.embeddings)
+        return extra
 
     def _finish(
         self, loaded: LoadedModel, plan: Plan, prepared: _Prepared, denoised: _Denoised

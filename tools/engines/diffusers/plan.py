@@ -1,10 +1,10 @@
 """Step 1 of a diffusers job: plan it before any weights are touched.
 
-:func:`plan_request` gives the request a concrete seed, moves ``<lora:…>`` tags into
-``loras`` and resolves their files, adds trigger words, applies fast mode (LCM, few
-steps, low CFG), checks that img2img/inpaint would run at least one step, opens the
-init image and mask at the target size and resolves the model. Everything it rejects is
-rejected in seconds, with a message that says what to change.
+:func:`plan_request` gives the request a concrete seed and clip skip, moves
+``<lora:…>`` tags into ``loras`` and resolves their files, adds trigger words, applies
+fast mode (LCM, few steps, low CFG), checks that img2img/inpaint would run at least one
+step, opens the init image and mask at the target size and resolves the model.
+Everything it rejects is rejected in seconds, with a message that says what to change.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def plan_request(
     # Report the prompt the text encoder saw (trigger words in, tags out): pasted into
     # A1111 it gives the same result, and re-running it here adds no words twice.
     used = add_trigger_words(prompt, loras)
-    update: dict[str, Any] = {"prompt": used or req.prompt, "loras": refs}
+    update: dict[str, Any] = {"prompt": used or req.prompt, "loras": refs,
+                              "clip_skip": req.clip_skip or settings.clip_skip}
     fast = req.fast or settings.fast_mode
     if fast:
         update.update(_fast_overrides(req, settings))

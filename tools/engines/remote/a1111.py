@@ -96,8 +96,13 @@ class A1111Engine:
         for suffix in _SCHEDULE_SUFFIXES:
             if request.sampler.endswith(" " + suffix):
                 payload["scheduler"] = suffix
+        overrides: dict[str, Any] = {}
         if request.model:
-            payload["override_settings"] = {"sd_model_checkpoint": request.model}
+            overrides["sd_model_checkpoint"] = request.model
+        if request.clip_skip is not None:  # None: the web UI's own setting
+            overrides["CLIP_stop_at_last_layers"] = request.clip_skip
+        if overrides:
+            payload["override_settings"] = overrides
         if request.init_image is not None:
             size = (request.width, request.height)
             init = load_input_image(request.init_image, size)

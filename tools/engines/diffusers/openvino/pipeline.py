@@ -8,8 +8,9 @@ adapters live in the torch modules, so a request with LoRAs runs torch).
 What runs where:
 
 * UNet — OpenVINO for plain calls (SD1.x, SDXL's text/time embeddings, LCM's
-  ``timestep_cond``); torch when a call carries anything else (LoRA scales, ControlNet
-  residuals) or when paused;
+  ``timestep_cond``) of any prompt length (one-chunk prompts and longer ones each get a
+  compile per latent shape); torch when a call carries anything else (LoRA scales,
+  ControlNet residuals) or when paused;
 * VAE / TAESD decode — OpenVINO unless tiled decoding is on;
 * text encoder, VAE encoder (img2img, inpaint), samplers — torch, unchanged.
 """
@@ -39,6 +40,11 @@ from tools.engines.memory import release_heap
 log = logging.getLogger(__name__)
 
 StatusCallback = Callable[[str], None]
+# The UNet's prompt length (encoder_hidden_states, input 2, axis 1: 77 positions per
+# 75-token chunk): static for one-chunk prompts, dynamic for longer ones, so 154, 231…
+# positions (long prompts, BREAK) share one compile per latent shape instead of adding a
+# compile (and a weight copy) each; see runtime.MAX_SHAPES and benchmarks/openvino_seq.py.
+UNET_DYNAMIC = {2: (1, 77)}
 _UNET_KWARGS = {"sample", "timestep", "encoder_hidden_states", "timestep_cond",
                 "added_cond_kwargs", "return_dict", "cross_attention_kwargs"}
 
@@ -191,7 +197,7 @@ class OpenVinoPipeline:
                 pipe.unfuse_lora(components=["unet"])
         if ir is None:
             return ""
-        model = OvModel(ir, self.precision)
+        model = OvModel(ir, self.precision, UNET_DYNAMIC)
         if self.int8:  # calibrated like the base model, with the LoRA's UNet serving
             from tools.engines.diffusers.openvino.int8 import ensure_int8
 
@@ -201,7 +207,7 @@ class OpenVinoPipeline:
             finally:
                 route.model = base
             if quantized is not None:
-                model = OvModel(quantized, self.precision)
+                model = OvModel(quantized, self.precision, UNET_DYNAMIC)
         self.unet_models[key] = model
         return key
 
@@ -258,7 +264,7 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
     ir = _ensure_ir(root, identity, "unet", unet.config, lambda: unet_module(unet, extra),
                     example, specs, on_status)
     if ir is not None:
-        route = OvRoute(unet, "forward", OvModel(ir, precision),
+        route = OvRoute(unet, "forward", OvModel(ir, precision, UNET_DYNAMIC),
                         unet_accepts(extra, 2 ** (len(unet.config.up_block_types) - 1)),
                         unet_wrap)
         accel.routes.append(route)
@@ -268,7 +274,8 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
 
             quantized = ensure_int8(pipe, route, ir, family, on_status)
             if quantized is not None:
-                route.model = accel.unet_models["base"] = OvModel(quantized, precision)
+                route.model = accel.unet_models["base"] = OvModel(quantized, precision,
+                                                                  UNET_DYNAMIC)
     accel.add_decoder(pipe.vae, identity, on_status)
     if not accel.routes:
         return None

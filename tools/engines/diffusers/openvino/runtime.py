@@ -36,6 +36,12 @@ IR_VERSION = "1"  # bump when the wrappers below change what a cached IR compute
 # Compiled shapes kept per model. Each holds its own copy of the weights (~1.7 GB for an
 # SD1.5 UNet in bf16); a compile per shape still beats one dynamic-shape compile, which
 # ran a 512² CFG step 8-13% slower here. Two cover full-quality and quick previews.
+# An axis in OvModel's ``dynamic`` (the UNet's prompt length, 77·k positions) is static at
+# its usual size and dynamic otherwise: 77-position prompts keep their static compile,
+# and every longer prompt shares ONE more compile per shape instead of a compile (and a
+# weight copy) per length. benchmarks/openvino_seq.py, half-width SD1.5 UNet, 1 thread:
+# the dynamic axis cost ~5 % per step at 256² (~50 ms a call) and was within noise
+# (+1 to +4 % median) at 512², so the common short prompt keeps the static compile.
 MAX_SHAPES = 2
 
 
@@ -130,18 +136,25 @@ def decoder_module(vae: Any) -> Any:
 
 
 class OvModel:
-    """One converted module: IR on disk, compiled lazily per static input shape."""
+    """One converted module: IR on disk, compiled lazily per static input shape.
 
-    def __init__(self, ir: Path, precision: str) -> None:
+    ``dynamic`` maps an input's index to ``(axis, usual size)``: a call whose size on that
+    axis is the usual one gets a static compile; any other size runs on a compile with
+    that axis dynamic, shared by all of them (see :func:`compile_key`).
+    """
+
+    def __init__(self, ir: Path, precision: str,
+                 dynamic: dict[int, tuple[int, int]] | None = None) -> None:
         ov = import_openvino()
         self.core = ov.Core()
         self.model = self.core.read_model(str(ir))
         self.precision = precision
+        self.dynamic = dict(dynamic or {})
         self._compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def __call__(self, *arrays: Any) -> Any:
-        key = tuple(a.shape for a in arrays)
+        key = compile_key([a.shape for a in arrays], self.dynamic)
         with self._lock:  # an infer request is not re-entrant
             request = self._compiled.get(key)
             if request is None:
@@ -159,7 +172,7 @@ class OvModel:
     def _compile(self, key: tuple[Any, ...]) -> Any:
         started = time.monotonic()
         model = self.model.clone()
-        model.reshape({i: list(shape) for i, shape in enumerate(key)})
+        model.reshape({i: list(shape) for i, shape in enumerate(key)})  # -1: stays dynamic
         compiled = self.core.compile_model(
             model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
                            "PERFORMANCE_HINT": "LATENCY"})
@@ -171,6 +184,18 @@ class OvModel:
         log.info("OpenVINO compiled %s for %s in %.1f s", self.model.friendly_name, key,
                  time.monotonic() - started)
         return request
+
+
+def compile_key(shapes: Sequence[Sequence[int]], dynamic: dict[int, tuple[int, int]]
+                ) -> tuple[tuple[int, ...], ...]:
+    """The shapes an :class:`OvModel` compiles for a call with input ``shapes``: as given,
+    except an axis of ``dynamic`` at other than its usual size becomes -1 (dynamic)."""
+    key = []
+    for i, shape in enumerate(shapes):
+        axis, usual = dynamic.get(i, (-1, 0))
+        key.append(tuple(-1 if a == axis and int(d) != usual else int(d)
+                         for a, d in enumerate(shape)))
+    return tuple(key)
 
 
 def convert(module: Any, example: tuple[Any, ...], specs: list[tuple[list[int], Any]],
