@@ -142,7 +142,7 @@ class VisionFlow:
         self.descriptions: dict[str, ImageDescription] = {}
         self.table = ActionTable()
         self.table.add(REUSE_SETTINGS, self._pressed(self._reuse))
-        self.table.add(DESCRIBE_IMAGE, self._pressed(self._describe))
+        self.table.add(DESCRIBE_IMAGE, self._pressed(lambda p, ui: self.describe(p.image_id, ui)))
         self.table.add(GENERATE_FROM, self._pressed(self._generate))
         self.table.add(IMG2IMG_FROM, self._pressed(self._img2img))
         self.table.add(INPAINT_REGION, self._pressed(self._inpaint))
@@ -261,9 +261,6 @@ class VisionFlow:
             raise InvalidRequest.of("upload_unknown", image_id=payload.image_id)
         await self._run(meta.request, ui)  # exactly as written, no panel overrides
 
-    async def _describe(self, payload: ImagePayload, ui: VisionUI) -> None:
-        await self.describe(payload.image_id, ui)
-
     async def _generate(self, payload: ImagePayload, ui: VisionUI) -> None:
         up, desc = self.upload(payload.image_id), await self.description(payload.image_id)
         width, height = native_size(self.family, aspect_of(up.width, up.height))
@@ -272,9 +269,8 @@ class VisionFlow:
     async def _img2img(self, payload: ImagePayload, ui: VisionUI) -> None:
         up, desc = self.upload(payload.image_id), await self.description(payload.image_id)
         width, height = fit_size(up.width, up.height, WORK_PIXELS[self.family])
-        req = self._request(desc.prompt, desc.negative, width, height,
-                            init_image=up.path, strength=self.img2img_strength)  # fmt: skip
-        await self._run(req, ui)
+        await self._run(self._request(desc.prompt, desc.negative, width, height,
+                                      init_image=up.path, strength=self.img2img_strength), ui)
 
     async def _inpaint(self, payload: ImagePayload, ui: VisionUI) -> None:
         props = self.painter_props(payload.image_id)
