@@ -65,7 +65,8 @@ def test_japanese_request_to_image_then_variation_pick(
     ollama.enqueue(Reply(data=SPEC))
     chat.send("GO")
     card = chat.bot_says("extra people", timeout_ms=30_000)  # the negative prompt...
-    expect(card).to_contain_text("two women playing beach volleyball, sunny beach")  # ...+ prompt
+    # ...+ prompt, the count weighted the A1111 way
+    expect(card).to_contain_text("(two women:1.2) playing beach volleyball, sunny beach")
     chat.shot("ja-03-prompt-card", card, whole=True)
 
     img = chat.wait_images(1)
