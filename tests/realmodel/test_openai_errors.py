@@ -55,3 +55,26 @@ async def test_one_quiet_retry_on_a_runner_500() -> None:
     chat = OpenAICompatGateway(settings).chat_model("m", http_async_client=client)
     reply = await chat.ainvoke("hi")
     assert reply.content == "hello" and len(calls) == 2
+
+
+async def test_a_schema_reply_cut_at_the_token_limit_reaches_the_retry_path() -> None:
+    """The openai client raises LengthFinishReasonError for a cut JSON-schema reply; the
+    structured-output check must see the cut text instead (retry, then a clear message)."""
+    import httpx
+
+    from tools.core.settings import Settings
+    from tools.llm.openai_gateway import OpenAICompatGateway
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={
+            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": '{"subject": "two wom'}}],
+        })
+
+    settings = Settings(llm_api="openai", openai_base_url="http://127.0.0.1:9/v1")
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+    chat = OpenAICompatGateway(settings).chat_model("m", http_async_client=client)
+    schema = {"type": "object", "properties": {"subject": {"type": "string"}}}
+    reply = await chat.bind(format=schema).ainvoke("hi")
+    assert reply.content == '{"subject": "two wom'

@@ -19,6 +19,7 @@ from typing import Any
 
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
+from openai import LengthFinishReasonError
 from pydantic import Field
 
 from tools.llm.openai_errors import translate_error
@@ -68,15 +69,25 @@ class LocalChatOpenAI(ChatOpenAI):
         return translate_error(err, url=str(self.openai_api_base or ""), model=self.model_name,
                                available=self.egaki_available, timeout_s=float(timeout)) or err
 
+    def _cut_reply(self, err: LengthFinishReasonError) -> ChatResult:
+        """A JSON-schema reply cut at ``max_tokens``: the openai client raises instead of
+        parsing it; hand the cut text on, so the structured-output check sees invalid JSON
+        and takes its retry-then-clear-message path (no traceback)."""
+        return self._create_chat_result(err.completion)
+
     def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
         try:
             return super()._generate(*args, **kwargs)
+        except LengthFinishReasonError as err:
+            return self._cut_reply(err)
         except Exception as err:
             raise self._egaki(err) from err
 
     async def _agenerate(self, *args: Any, **kwargs: Any) -> ChatResult:
         try:
             return await super()._agenerate(*args, **kwargs)
+        except LengthFinishReasonError as err:
+            return self._cut_reply(err)
         except Exception as err:
             raise self._egaki(err) from err
 
