@@ -142,4 +142,5 @@
     attributeFilter: ["disabled"],
   });
   setInterval(tick, 200);
+  window.egakiComposerReady = true; // for tests: the Enter guard is in place
 })();
