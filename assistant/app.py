@@ -32,6 +32,7 @@ from assistant.chat.conversation import Conversation
 from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.state import ChatState
+from assistant.chat.tool_mode import ToolSupport
 from assistant.studio.best_of import BestOf
 from assistant.studio.flow import Runner
 from assistant.studio.runner import ContextSource, ImageRunner
@@ -80,6 +81,7 @@ class App:
         preload_numpy()  # before any worker thread imports it (see tools.core.imports)
         self.settings = settings
         self.gateway = make_gateway(settings)
+        self.tool_support = ToolSupport()
         self.chat_models: ModelFactory = chat_models or chat_model_factory(settings)
         self._engine = engine
         self._queue: JobQueue | None = None
@@ -209,6 +211,7 @@ class App:
             best_of_default=best_of_default,
             # the card's token counts: the diffusers engine's local tokenizer, if any
             token_counter=getattr(self.queue.engine, "count_tokens", None),
+            tool_support=self.tool_support,  # a model that refused tools, for every chat
         )
 
     def best_of_factory(

@@ -65,3 +65,16 @@ def ollama(ollama_server: FakeOllama, request: pytest.FixtureRequest) -> FakeOll
     """The fake Ollama, as good as new for this test: running on the module's port, the
     default (or marked) models, nothing recorded and the marked script queued."""
     return ollama_server.reset(**_ollama_options(request))
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def llm_api(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The chat backend under test, both in turn against the one fake server
+    (:mod:`tests.support.backends`): Ollama's API, then the OpenAI-compatible ``/v1``."""
+    yield str(request.param)
+    # langchain-openai keeps one pooled async client per base URL for the process; its
+    # connections belong to this test's event loop, which closes now
+    from langchain_openai.chat_models import _client_utils
+
+    getattr(_client_utils, "_cached_async_httpx_client", None) and \
+        _client_utils._cached_async_httpx_client.cache_clear()

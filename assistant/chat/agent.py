@@ -31,6 +31,8 @@ from tools.llm.degenerate import loop_start
 log = logging.getLogger(__name__)
 
 TokenSink = Callable[[str], Awaitable[None]]
+# told after each tool run: the call (name, args, id) and the text the model gets back
+ToolSink = Callable[[dict[str, Any], str], Awaitable[None]]
 
 
 @dataclass
@@ -57,14 +59,18 @@ class ChatAgent:
         tools: Sequence[BaseTool] = (),
         system_prompt: str = "",
         max_tool_rounds: int = 4,
+        native_tools: bool = True,
     ) -> None:
         self.tools = {t.name: t for t in tools}
-        self.model: Any = model.bind_tools(list(tools)) if tools else model
+        # without native tools the model writes its calls as JSON text (chat/tool_mode.py)
+        self.model: Any = model.bind_tools(list(tools)) if tools and native_tools else model
         self.system_prompt = system_prompt
         self.max_tool_rounds = max_tool_rounds
 
-    async def respond(self, history: Sequence[BaseMessage], on_token: TokenSink) -> AgentTurn:
-        """Answer the conversation ``history`` (ending with the user's message)."""
+    async def respond(self, history: Sequence[BaseMessage], on_token: TokenSink,
+                      on_tool: ToolSink | None = None) -> AgentTurn:
+        """Answer the conversation ``history`` (ending with the user's message);
+        ``on_tool(call, result)`` hears each tool run as it happens."""
         turn = AgentTurn()
         base: list[BaseMessage] = [SystemMessage(self.system_prompt)] if self.system_prompt else []
         for _ in range(self.max_tool_rounds + 1):
@@ -74,7 +80,10 @@ class ChatAgent:
                 return turn
             for call in reply.tool_calls:
                 turn.tool_calls.append(dict(call))
-                turn.messages.append(await self._run_tool(call))
+                result = await self._run_tool(call)
+                turn.messages.append(result)
+                if on_tool is not None:
+                    await on_tool(dict(call), str(result.content))
         log.warning("Stopped after %d tool rounds", self.max_tool_rounds)
         return turn
 

@@ -29,18 +29,26 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
-from assistant.chat.agent import ChatAgent
+from assistant.chat.agent import AgentTurn, ChatAgent
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
 from assistant.chat.state import HISTORY_KEPT, ChatState, Turn
+from assistant.chat.tool_mode import ToolSupport, text_tool_prompt
+from assistant.chat.tool_outcome import ToolReporter
 from assistant.chat.vision_flow import VisionFlow
 from assistant.studio.actions import ActionSpec, ActionTable
 from assistant.studio.best_of import BestOf
 from assistant.studio.flow import Runner, Studio, TokenCounter
 from assistant.studio.panel import PanelChoice, read_panel
 from prompts.loader import render
-from tools.core.errors import EgakiError, GenerationCancelled, ModelMissing, OllamaUnavailable
-from tools.core.messages import detect_language, language_name, msg
+from tools.core.errors import (
+    EgakiError,
+    GenerationCancelled,
+    ModelMissing,
+    OllamaUnavailable,
+    ToolsRefused,
+)
+from tools.core.messages import language_name, message_language, msg
 from tools.core.settings import Settings
 from tools.llm.backend import LLMGateway
 from tools.llm.chat_models import ModelFactory
@@ -68,6 +76,7 @@ class ChatUI(Protocol):
     async def show_mask_painter(self, text: str, props: dict[str, Any]) -> None: ...
     async def stream_token(self, token: str) -> None: ...
     async def end_stream(self) -> None: ...
+    async def tool_step(self, name: str, arguments: str, outcome: str, ok: bool) -> None: ...
     async def confirm_pull(self, model: str, lang: str) -> bool: ...
     async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None: ...
 
@@ -89,6 +98,7 @@ class Conversation:
         best_of_factory: Callable[[BaseChatModel], BestOf] | None = None,
         best_of_default: bool = False,
         token_counter: TokenCounter | None = None,
+        tool_support: ToolSupport | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -99,6 +109,8 @@ class Conversation:
         self.status: ModelStatus | None = None
         self._agent: ChatAgent | None = None
         self._told_no_tools = False
+        self.tool_support = tool_support or ToolSupport()  # app-wide: refusals remembered
+        self._native_tools = True
         self.runner = runner
         self.family = family
         self.studio: Studio | None = None
@@ -159,12 +171,14 @@ class Conversation:
             self._agent = None
             await ui.say(err.localized(self.lang))
             return False
-        tools = self.tools if self.status.tools else []
-        if self.tools and not tools and not self._told_no_tools:
+        # no native tools: the model writes its calls as JSON text (chat/tool_mode.py)
+        self._native_tools = self.tool_support.native(model, self.status.tools)
+        if self.tools and not self._native_tools and not self._told_no_tools:
             self._told_no_tools = True
             await ui.say(msg("no_tools", self.lang, model=model))
         chat_model = self.model_factory(model)
-        self._agent = ChatAgent(chat_model, tools, self._system_prompt())
+        self._agent = ChatAgent(chat_model, self.tools, self._system_prompt(),
+                                native_tools=self._native_tools)
         if self.runner is not None and self.studio is None:
             self._build_flows(chat_model, self.runner)
         return True
@@ -203,6 +217,8 @@ class Conversation:
                 f"{spec.settings.steps}, CFG {spec.settings.cfg_scale}, sampler "
                 f"{spec.settings.sampler}, last seeds: {seeds}\n"
             )
+        if self.tools and not self._native_tools:
+            text += text_tool_prompt(self.tools)
         return text
 
     async def on_message(self, text: str, ui: ChatUI) -> None:
@@ -214,7 +230,7 @@ class Conversation:
         if len(text) > MAX_MESSAGE_CHARS:
             await ui.say(msg("too_long", self.lang, size=len(text), limit=MAX_MESSAGE_CHARS))
             return
-        lang = detect_language(text, fallback=self.lang)
+        lang = message_language(text, self.lang)  # errors of this turn speak it too
         if lang != self.lang:
             self.state.lang = lang
             self._agent = None  # rebuild with the system prompt in the new language
@@ -237,7 +253,7 @@ class Conversation:
             self._agent.system_prompt = self._system_prompt()
         user = HumanMessage(text)
         try:
-            turn = await self._agent.respond([*self.history, user], ui.stream_token)
+            turn = await self._respond([*self.history, user], ui)
         except CONNECTION_ERRORS as err:
             await ui.end_stream()
             self._agent = None  # re-check on the next message: recovers when Ollama is back
@@ -252,6 +268,25 @@ class Conversation:
         await ui.end_stream()
         self.history.append(user)
         self.history.extend(turn.messages)
+
+    async def _respond(self, history: list[BaseMessage], ui: ChatUI) -> AgentTurn:
+        """The agent's turn; a server refusing tools (400 "does not support tools") puts
+        the model into text tool calls, remembered app-wide, and the turn is asked again."""
+        assert self._agent is not None
+        tools = ToolReporter(ui, self.lang)  # each tool run as a step; no image, no claim
+        try:
+            turn = await self._agent.respond(history, ui.stream_token, tools.on_tool)
+        except ToolsRefused as err:
+            log.info("%s refused tools; text tool calls from now on", self.settings.chat_model)
+            self.tool_support.refused(self.settings.chat_model)
+            self._told_no_tools, self._agent = True, None
+            await ui.say(err.localized(self.lang))
+            if not await self.ensure_model(ui) or self._agent is None:
+                return AgentTurn()
+            turn = await self._agent.respond(history, ui.stream_token, tools.on_tool)
+        await ui.end_stream()
+        await tools.close(turn)
+        return turn
 
     def snapshot(self) -> dict[str, object]:
         """The chat state, with the latest text turns, as JSON-safe data for thread resume."""

@@ -39,6 +39,13 @@ TOOL_DESCRIPTION = (
     "change a result slightly, call again with the same seed and an edited prompt."
 )
 _CANCELLED = "The user stopped this image job. Don't retry unless they ask again."
+GENERATED = "Generated "  # how every result with images starts (see drew())
+
+
+def drew(result: str) -> bool:
+    """True when a ``generate_image`` result says images were made (else: rejected
+    arguments, cancelled, nothing produced)."""
+    return result.startswith(GENERATED)
 
 
 class GenerateImageArgs(BaseModel):
@@ -92,7 +99,7 @@ def summarize(images: list[GeneratedImage], paths: list[Path], *, shown: bool = 
         return "No images were produced."
     req = images[0].request
     head = (
-        f"Generated {len(images)} image{'s' if len(images) != 1 else ''} "
+        f"{GENERATED}{len(images)} image{'s' if len(images) != 1 else ''} "
         f"({images[0].image.width}x{images[0].image.height}, {req.steps} steps, "
         f"{req.sampler}, CFG {req.cfg_scale:g}):"
     )

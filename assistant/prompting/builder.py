@@ -19,6 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from assistant.prompting.interview import Aspect, InterviewState, Lang, is_skip
+from assistant.prompting.nonanswer import grounded_subject
 from assistant.prompting.spec import (
     CFG_RANGE,
     FAMILY_DEFAULTS,
@@ -157,6 +158,12 @@ class SpecBuilder:
             # GO always reaches a picture: the person's own words (and English slots) stand in
             log.warning("spec from the interview itself: %s", err)
             draft, self.fell_back = fallback_draft(state), True
+        words = [w for w in state.user_words if not is_skip(w)]
+        subject = grounded_subject(draft.subject, words)  # a nonsense subject: their words
+        if subject != draft.subject:
+            log.warning("spec subject %r unrelated to the request; the person's words stand in",
+                        draft.subject)
+            draft = draft.model_copy(update={"subject": subject})
         parts = PromptParts.model_validate(draft.model_dump(include=set(PromptParts.model_fields)))
         settings, reasons = settle_settings(
             draft, family, state.aspect, state.language, state.user_words

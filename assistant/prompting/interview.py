@@ -8,7 +8,12 @@ deterministic app rules then decide what is really asked:
 - after ``max_exchanges`` exchanges the interview is over;
 - a slot already known or already asked is never asked (again); at most two questions;
 - questions that are empty or not in the user's language are replaced by the localized
-  defaults from ``prompts/interview.yaml``.
+  defaults from ``prompts/interview.yaml``;
+- non-answers (instructions echoed, bare values as questions, a subject unrelated to the
+  request: :mod:`assistant.prompting.nonanswer`) are dropped, and an answer unusable
+  twice leaves the defaults: the interview degrades instead of failing;
+- the person's words are in the record (:meth:`Interviewer.take`) before the model is
+  asked, so a failed turn never loses them.
 
 The state is a pydantic model, so ``state.model_dump_json()`` can live in a chat session.
 """
@@ -16,17 +21,22 @@ The state is a pydantic model, so ``state.model_dump_json()`` can live in a chat
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from assistant.prompting.nonanswer import drop_non_answers
 from prompts.loader import load_yaml, render
+from tools.core.errors import ModelOutputError
 from tools.core.messages import has_japanese, lang_code, language_name, localize, msg
 from tools.llm.structured import LLMCallCounter, StructuredLLM
+
+log = logging.getLogger(__name__)
 
 Slot = Literal["subject", "mood", "setting", "lighting", "clothing", "framing", "style", "aspect"]
 SLOTS: tuple[Slot, ...] = get_args(Slot)  # impact order: most important first
@@ -34,6 +44,7 @@ Lang = Literal["en", "ja"]
 Aspect = Literal["square", "portrait", "landscape"]
 Reason = Literal["model", "skip", "max_exchanges", "nothing_to_ask", "asking", "done"]
 MAX_QUESTIONS = 2
+SLOT_CHARS = 60
 
 # --- "GO" detection -----------------------------------------------------------------------
 _EN_SKIP = re.compile(
@@ -115,8 +126,19 @@ class InterviewState(BaseModel):
         return normalize_aspect(self.slots.get("aspect"))
 
 
+def _bound_slots(schema: dict[str, Any]) -> None:
+    """Schema-only bounds (the grammar): a slot is a short phrase, and a bounded answer gets
+    a small token budget (``num_predict`` / ``max_tokens``) instead of 2048 tokens."""
+    for name, prop in schema.get("properties", {}).items():
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "string" and "enum" not in branch:
+                branch["maxLength"] = 80 if name == "subject" else SLOT_CHARS
+
+
 class SlotValues(BaseModel):
     """Slot values the model inferred (short English phrases; null = unknown)."""
+
+    model_config = ConfigDict(json_schema_extra=_bound_slots)
 
     subject: str | None = None
     mood: str | None = None
@@ -213,17 +235,41 @@ class Interviewer:
 
     async def step(self, state: InterviewState, user_text: str) -> InterviewResult:
         """Take the user's next message; return the new state and what to ask, if anything."""
+        return await self.answer(self.take(state, user_text))
+
+    @staticmethod
+    def take(state: InterviewState, user_text: str) -> InterviewState:
+        """The interview with the person's message in its record (no model call).
+
+        The studio keeps this state before asking the model, so the words survive a turn
+        the model fails (cut twice at the token limit, server error)."""
         state = state.model_copy(deep=True)
         if state.done:
-            return InterviewResult(state=state, ready=True, reason="done")
+            state.user_words.append(user_text)  # a late detail for the spec still pending
+            return state
         _update_language(state, user_text)
         state.user_words.append(user_text)
         state.exchanges += 1
-        if is_skip(user_text):
+        return state
+
+    async def answer(self, state: InterviewState) -> InterviewResult:
+        """The model's part of a step on a state from :meth:`take`."""
+        state = state.model_copy(deep=True)
+        if state.done:
+            return InterviewResult(state=state, ready=True, reason="done")
+        if is_skip(state.user_words[-1] if state.user_words else ""):
             return self._finish(state, "skip")
 
         before = self.calls
-        reply = await self.llm.ask(InterviewReply, self._messages(state), purpose="interview")
+        messages = self._messages(state)
+        try:
+            reply = await self.llm.ask(InterviewReply, messages, purpose="interview")
+        except ModelOutputError as err:  # twice unusable: Egaki's own questions, words kept
+            log.warning("interview step without the model's answer: %s", err)
+            reply = InterviewReply()
+        # echoes, bare values and nonsense subjects go; Egaki's own questions stand in
+        reply = drop_non_answers(reply, state.user_words, state.language,
+                                 str(messages[0].content))
         calls = self.calls - before
         for slot in SLOTS:
             value = getattr(reply.slots, slot)

@@ -141,7 +141,9 @@ class Studio:
     @property
     def wants_message(self) -> bool:
         """True while the next user message belongs to this flow, not the free chat."""
-        return not self.state.interview.done or self.state.awaiting_tweak
+        # a spec that failed to build (server error) is still pending: "GO" comes here
+        pending = self.state.interview.done and self.state.spec is None
+        return not self.state.interview.done or self.state.awaiting_tweak or pending
 
     def apply_panel(self, choice: PanelChoice) -> None:
         """Use the chat settings panel's choices from the next image on."""
@@ -177,7 +179,9 @@ class Studio:
         if self.state.awaiting_tweak:
             await self._tweak(text, ui)
             return
-        result = await self.interviewer.step(self._interview(), text)
+        # the words go into the record first: a turn the model fails never loses them
+        self._adopt(self.interviewer.take(self._interview(), text))
+        result = await self.interviewer.answer(self.state.interview)
         self._adopt(result.state)
         await ui.say(result.message())
         if result.ready:

@@ -85,6 +85,12 @@ class ChainlitUI:
             await self._stream.send()
             self._stream = None
 
+    async def tool_step(self, name: str, arguments: str, outcome: str, ok: bool) -> None:
+        """What a tool really did, as a step of the turn (an error step when it did not)."""
+        step = cl.Step(name=name, type="tool", show_input="json")
+        step.input, step.output, step.is_error = arguments, outcome, not ok
+        await step.send()
+
     async def confirm_pull(self, model: str, lang: str) -> bool:
         res = await cl.AskActionMessage(
             content=msg("model_missing", lang, model=model),

@@ -20,7 +20,6 @@ from assistant.prompting.interview import (
 from prompts.loader import load_yaml
 from tests.support.fake_chat import ScriptedChatModel
 from tests.support.fake_ollama import FakeOllama, Reply
-from tools.core.errors import ModelOutputError
 from tools.core.messages import has_japanese
 from tools.llm.structured import LLMCallCounter
 
@@ -178,9 +177,10 @@ async def test_known_or_already_asked_slots_are_never_asked_and_at_most_two() ->
 
 
 async def test_nothing_left_to_ask_means_ready() -> None:
-    everything: dict[str, str] = {str(s): "x" for s in SLOTS} | {"aspect": "square"}
+    everything: dict[str, str] = {str(s): f"{s} x" for s in SLOTS} | {"aspect": "square"}
+    everything["subject"] = "a fox in the snow"
     iv, _ = interviewer(reply(everything, [("mood", "Mood?")]))
-    result = await iv.step(InterviewState.start(), "a very detailed request")
+    result = await iv.step(InterviewState.start(), "a very detailed request: a fox in the snow")
     assert result.ready and result.reason == "nothing_to_ask"
     assert result.state.aspect == "square"
 
@@ -193,13 +193,22 @@ async def test_malformed_json_gets_one_corrective_retry() -> None:
     assert isinstance(correction, HumanMessage) and "JSON" in str(correction.content)
 
 
-async def test_malformed_twice_raises_a_localized_error() -> None:
+async def test_malformed_twice_degrades_to_egakis_own_questions_with_the_words_kept() -> None:
     iv, _ = interviewer("not json", '{"slots": {"subject": 5}, "questions": "nope"}')
-    with pytest.raises(ModelOutputError) as info:
-        await iv.step(InterviewState.start(), "a cat")
-    assert "bigger chat model" in str(info.value)
-    assert "より大きな" in info.value.localized("ja")
-    assert iv.calls == 2
+    result = await iv.step(InterviewState.start("ja"), "a cat on a roof at night")
+    assert iv.calls == 2 and not result.ready
+    assert result.state.user_words == ["a cat on a roof at night"]
+    assert result.state.language == "en"
+    assert result.questions == [default_question("subject", "en"),
+                                default_question("mood", "en")]
+
+
+async def test_a_server_failure_after_take_leaves_the_words_in_the_record() -> None:
+    state = Interviewer.take(InterviewState.start(), "two women playing beach volleyball")
+    state = Interviewer.take(state, "bright and sunny, afternoon")
+    assert state.user_words == ["two women playing beach volleyball",
+                                "bright and sunny, afternoon"]
+    assert state.exchanges == 2 and not state.done
 
 
 async def test_tool_call_json_in_plain_text_is_unwrapped() -> None:

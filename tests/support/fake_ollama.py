@@ -4,7 +4,8 @@ Speaks enough of the Ollama REST API for ``ollama.Client``/``AsyncClient`` and
 ``langchain_ollama`` (``ChatOllama``, ``OllamaEmbeddings``): ``GET /``, ``/api/version``,
 ``/api/tags``, ``/api/ps``, ``POST /api/show``, ``/api/pull`` (progress lines),
 ``/api/chat``, ``/api/generate`` (incl. load/unload with ``keep_alive: 0``), ``/api/embed``,
-``/api/embeddings``, ``DELETE /api/delete``. Streams are chunked NDJSON, errors are
+``/api/embeddings``, ``DELETE /api/delete``, and the OpenAI-compatible API under ``/v1``
+(:mod:`tests.support.fake_openai_routes`). Streams are chunked NDJSON, errors are
 ``{"error": ...}`` with Ollama's status codes (404 ``model 'x' not found``).
 
 In tests, take the ``ollama`` fixture (``tests/conftest.py``: one server per module, reset
@@ -51,6 +52,7 @@ from .fake_ollama_script import (
     normalize_name,
     split_text,
 )
+from .fake_openai_routes import V1_CHAT, V1_ROUTES, OpenAIRoutes, as_ollama_chat
 
 __all__ = ["FakeModel", "FakeOllama", "RecordedRequest", "Reply", "main"]
 
@@ -218,7 +220,11 @@ class FakeOllama:
             return [r.body for r in self.requests if r.path == path]
 
     def chat_requests(self) -> list[dict[str, Any]]:
-        return self.requests_to("/api/chat")
+        """Chat request bodies, oldest first: ``/api/chat`` as sent and ``/v1`` ones in the
+        same shape (:func:`~tests.support.fake_openai_routes.as_ollama_chat`)."""
+        with self._lock:
+            return [r.body if r.path == "/api/chat" else as_ollama_chat(r.body)
+                    for r in self.requests if r.path in ("/api/chat", V1_CHAT)]
 
     def last_chat(self) -> dict[str, Any]:
         """The body of the latest ``/api/chat`` request (``AssertionError`` if none)."""
@@ -284,7 +290,7 @@ class _Server(ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(OpenAIRoutes, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else small writes wait ~40 ms for delayed ACKs
     server: _Server
@@ -299,6 +305,7 @@ class _Handler(BaseHTTPRequestHandler):
         ("POST", "/api/embed"): "embed",
         ("POST", "/api/embeddings"): "embeddings",
         ("DELETE", "/api/delete"): "delete",
+        **V1_ROUTES,  # the OpenAI-compatible API, as real Ollama serves it
     }
 
     def log_message(self, format: str, *args: Any) -> None:

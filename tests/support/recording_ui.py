@@ -33,6 +33,7 @@ class RecordingUI:
         self.streams: list[str] = []  # each finished streamed answer, joined
         self.asked: list[str] = []  # models confirm_pull() was asked about
         self.progress: list[PullProgress] = []  # pull_progress()
+        self.steps: list[tuple[str, str, str, bool]] = []  # tool_step(): name, args, outcome, ok
 
     async def say(self, text: str) -> None:
         self.said.append(text)
@@ -53,6 +54,9 @@ class RecordingUI:
         if self.tokens:
             self.streams.append("".join(self.tokens))
         self.tokens = []
+
+    async def tool_step(self, name: str, arguments: str, outcome: str, ok: bool) -> None:
+        self.steps.append((name, arguments, outcome, ok))
 
     async def confirm_pull(self, model: str, lang: str) -> bool:
         self.asked.append(model)

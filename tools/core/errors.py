@@ -9,6 +9,7 @@ text, for logs and for the language model.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Self
 
 from tools.core.messages import Message, placeholders
@@ -76,6 +77,19 @@ class ModelMissing(EgakiError):
 
 class CapabilityMissing(EgakiError):
     """A model lacks a needed capability (tools, vision)."""
+
+
+class ToolsRefused(CapabilityMissing):
+    """The server refused tool calling for this model (Ollama: HTTP 400 "does not support
+    tools"); the chat then writes tool calls as text instead (``assistant.chat.tool_mode``)."""
+
+
+# How servers say it (Ollama's /api/chat and /v1, LM Studio, vLLM without a tool parser)
+NO_TOOLS = re.compile(
+    r"does not support tools|tools? (?:use |calling )?(?:is |are )?not supported"
+    r"|auto\W?tool\W?choice requires",
+    re.I,
+)
 
 
 class InvalidRequest(EgakiError):

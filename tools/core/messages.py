@@ -8,6 +8,7 @@ user's language. A value that is itself localizable (a :class:`Message`, an erro
 rendered in the same language, so messages nest ("… {reason}").
 
 One place decides languages: :func:`detect_language` ("is this Japanese"),
+:func:`message_language` (a person's message: Japanese, an English sentence, or unchanged),
 :func:`lang_code` (a locale tag to ``en``/``ja``), :func:`language_name` (the word a
 prompt template wants) and :func:`localize` (the ``en``/``ja`` entry of a pair that is
 data elsewhere in ``prompts/``, such as interview questions or variation labels).
@@ -47,6 +48,17 @@ def has_japanese(text: str) -> bool:
 def detect_language(text: str, fallback: str = "en") -> Lang:
     """'ja' when the text contains Japanese script, else ``fallback`` as a two-letter code."""
     return "ja" if has_japanese(text) else lang_code(fallback)
+
+
+def message_language(text: str, current: str = "en") -> Lang:
+    """The language a person's message is written in, decided before any model is asked:
+    'ja' with Japanese script, 'en' for an English sentence (three or more words), else
+    ``current`` ("GO", "ok", "4": too little to tell)."""
+    if has_japanese(text):
+        return "ja"
+    if len(re.findall(r"[A-Za-z]{2,}", text or "")) >= 3:
+        return "en"
+    return lang_code(current)
 
 
 def language_name(lang: str | None) -> str:

@@ -51,7 +51,7 @@ def make_chat_model(settings: Settings, model: str, gateway: LLMGateway | None =
 
         gw = gateway if isinstance(gateway, OpenAICompatGateway) else OpenAICompatGateway(settings)
         return gw.chat_model(model, **options)
-    from langchain_ollama import ChatOllama
+    from tools.llm.ollama_chat import LocalChatOllama
 
-    return ChatOllama(model=model, base_url=settings.ollama_host,
-                      client_kwargs={"timeout": settings.ollama_timeout_s}, **options)
+    return LocalChatOllama(model=model, base_url=settings.ollama_host,
+                           client_kwargs={"timeout": settings.ollama_timeout_s}, **options)

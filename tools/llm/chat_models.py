@@ -1,8 +1,9 @@
 """The one place that builds LangChain chat models for Ollama.
 
 Every chat, vision and judge model Egaki talks to through LangChain is a ``ChatOllama``
-made here, so the host and the timeout come from :class:`~tools.core.settings.Settings`
-the same way everywhere::
+(:class:`~tools.llm.ollama_chat.LocalChatOllama`: a quiet 5xx retry, Egaki's errors, a
+schema-sized ``num_predict``) made here, so the host and the timeout come from
+:class:`~tools.core.settings.Settings` the same way everywhere::
 
     make = chat_model_factory(settings)
     chat = make(settings.chat_model)
@@ -24,13 +25,13 @@ ModelFactory = Callable[[str], BaseChatModel]
 
 
 def ollama_chat_model(settings: Settings, model: str, **options: Any) -> BaseChatModel:
-    """``ChatOllama`` for ``model`` on ``settings.ollama_host`` with the configured timeout.
+    """``LocalChatOllama`` for ``model`` on ``settings.ollama_host`` with the configured timeout.
 
     ``options`` go to ``ChatOllama`` as they are (e.g. ``keep_alive``, ``temperature``).
     """
-    from langchain_ollama import ChatOllama
+    from tools.llm.ollama_chat import LocalChatOllama
 
-    return ChatOllama(
+    return LocalChatOllama(
         model=model,
         base_url=settings.ollama_host,
         client_kwargs={"timeout": settings.ollama_timeout_s},

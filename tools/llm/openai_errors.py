@@ -19,12 +19,14 @@ import httpx
 import openai
 
 from tools.core.errors import (
+    NO_TOOLS,
     CapabilityMissing,
     ChatServerError,
     ChatServerUnavailable,
     ContextTooLong,
     EgakiError,
     ModelMissing,
+    ToolsRefused,
 )
 
 TIMEOUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -102,6 +104,8 @@ def translate_status(status: int, body: Any, *, url: str, model: str,
         return not_loaded(url, model, available)
     if _VISION.search(text):
         return CapabilityMissing.of("no_vision_server", model=model)
+    if NO_TOOLS.search(text):  # Ollama's /v1, vLLM without a tool parser
+        return ToolsRefused.of("llm_no_tools", model=model)
     if status in (401, 403):
         return ChatServerError.of("auth_failed", url=url)
     detail = str(inner.get("message") or fallback)[:300]
