@@ -64,6 +64,8 @@ from vision.uploads import load_upload
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
+# a reply that broke off: the OpenAI path reports it as its "unreachable" error
+STREAM_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, OllamaUnavailable)
 
 
 class ChatUI(Protocol):
@@ -254,7 +256,7 @@ class Conversation:
         user = HumanMessage(text)
         try:
             turn = await self._respond([*self.history, user], ui)
-        except CONNECTION_ERRORS as err:
+        except STREAM_ERRORS as err:
             await ui.end_stream()
             self._agent = None  # re-check on the next message: recovers when Ollama is back
             log.info("Ollama failed during a turn: %r", err)

@@ -1,4 +1,8 @@
-"""The real app (``egaki run``) driven over Chainlit's socket.io, against the fake Ollama."""
+"""The real app (``egaki run``) driven over Chainlit's socket.io, against the fake Ollama.
+
+The tests of LLM behaviour run on both backends (``app`` is parametrised: Ollama's API, and
+the OpenAI-compatible ``/v1`` the same fake serves); the Ollama-only ones (pulls, the
+"ollama serve" hint) on Ollama's API. One app per backend for the module."""
 
 from __future__ import annotations
 
@@ -11,20 +15,31 @@ import httpx
 import pytest
 
 from tests.support.app_process import AppProcess, app_env, chat_client
+from tests.support.backends import LLM_APIS
 from tests.support.fake_ollama import FakeOllama, Reply
 from tests.support.replies import INTERVIEW_JA, SPEC
 
 pytestmark = [pytest.mark.slow, pytest.mark.ollama(pull_delay=0.05)]
 
 
+OLLAMA_ONLY = pytest.mark.parametrize("app", ["ollama"], indirect=True)
+BOTH = pytest.mark.parametrize("app", LLM_APIS, indirect=True)
+
+
 @pytest.fixture(scope="module")
 def app(
-    ollama_server: FakeOllama, tmp_path_factory: pytest.TempPathFactory
+    ollama_server: FakeOllama, tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[AppProcess]:
-    with AppProcess(app_env(tmp_path_factory.mktemp("appdata"), ollama_server)) as proc:
+    api = getattr(request, "param", "ollama")
+    extra = {"EGAKI_LLM_API": "openai", "EGAKI_OPENAI_BASE_URL": f"{ollama_server.url}/v1"} \
+        if api == "openai" else {}
+    env = app_env(tmp_path_factory.mktemp(f"appdata-{api}"), ollama_server, **extra)
+    with AppProcess(env) as proc:
         yield proc
 
 
+@OLLAMA_ONLY
 async def test_serves_http_200_on_loopback(app: AppProcess) -> None:
     assert app.url.startswith("http://127.0.0.1:")
     resp = httpx.get(app.url)
@@ -32,6 +47,7 @@ async def test_serves_http_200_on_loopback(app: AppProcess) -> None:
     print(f"app started in {app.started_in_s:.1f} s")
 
 
+@BOTH
 async def test_japanese_request_question_go_prompt_card_and_inline_image(
     app: AppProcess, ollama: FakeOllama
 ) -> None:
@@ -59,6 +75,7 @@ async def test_japanese_request_question_go_prompt_card_and_inline_image(
         await client.wait_for(lambda c: any("バリエーション" in a["label"] for a in c.actions))
 
 
+@BOTH
 async def test_free_chat_after_a_picture_is_streamed(app: AppProcess, ollama: FakeOllama) -> None:
     async with chat_client(app) as client:
         await client.wait_text("GO")  # welcome
@@ -75,6 +92,7 @@ async def test_free_chat_after_a_picture_is_streamed(app: AppProcess, ollama: Fa
         assert "(two women:1.2) playing beach volleyball" in body["messages"][0]["content"]
 
 
+@OLLAMA_ONLY
 async def test_ollama_absent_gives_actionable_error_then_recovers(
     app: AppProcess, ollama: FakeOllama
 ) -> None:
@@ -93,6 +111,7 @@ async def test_ollama_absent_gives_actionable_error_then_recovers(
         await client.wait_text("どんな雰囲気")
 
 
+@OLLAMA_ONLY
 async def test_missing_model_offers_pull_with_live_progress(
     app: AppProcess, ollama: FakeOllama
 ) -> None:
@@ -109,6 +128,7 @@ async def test_missing_model_offers_pull_with_live_progress(
         assert "qwen3-vl:8b" in ollama.models  # installed by that pull
 
 
+@OLLAMA_ONLY
 async def test_app_log_has_no_outbound_or_traceback(
     app: AppProcess, ollama: FakeOllama
 ) -> None:
@@ -153,6 +173,7 @@ async def test_thread_resumes_with_its_images_after_restart(
             assert "(two women:1.2) playing beach volleyball" in body["messages"][0]["content"]
 
 
+@OLLAMA_ONLY
 async def test_ledger_search_and_reproduce_from_the_chat(
     app: AppProcess, ollama: FakeOllama
 ) -> None:

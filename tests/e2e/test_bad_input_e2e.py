@@ -217,6 +217,10 @@ async def test_bad_generate_image_arguments_are_taught_to_the_model(
             assert teaching in result, (args, result)
             assert "Generated" not in result, (args, result)
         assert images_shown(client) == shown  # nothing was drawn
+        # what the tool really did: a failed tool step per call, and Egaki's own note
+        await client.wait_text("No image was made", timeout=30)
+        steps = [d for e, d in client.events if e == "new_message" and d.get("type") == "tool"]
+        assert len(steps) == len(BAD_CALLS) and all(d.get("isError") for d in steps), steps
         assert_no_crash(client)
 
         ollama.enqueue(Reply("Still here."))

@@ -6,11 +6,10 @@ from langchain_core.tools import tool
 
 from assistant.chat.conversation import MAX_MESSAGE_CHARS, Conversation
 from assistant.chat.state import ChatState
+from tests.support.backends import wire
 from tests.support.fake_ollama import FakeModel, FakeOllama, Reply
 from tests.support.recording_ui import RecordingUI
 from tools.core.settings import Settings
-from tools.llm.chat_models import chat_model_factory
-from tools.llm.ollama_gateway import OllamaGateway
 
 
 @tool
@@ -19,10 +18,11 @@ def generate_image(prompt: str) -> str:
     return f"made {prompt}"
 
 
-def conv(settings: Settings, ollama: FakeOllama, lang: str = "en", **over: object) -> Conversation:
-    s = settings.model_copy(update={"ollama_host": ollama.url, **over})
-    return Conversation(s, OllamaGateway(s), chat_model_factory(s), [generate_image],
-                        ChatState.start(lang))
+def conv(settings: Settings, ollama: FakeOllama, lang: str = "en", llm_api: str = "ollama",
+         **over: object) -> Conversation:
+    """A chat on the fake server through ``llm_api`` (Ollama's API or the OpenAI ``/v1``)."""
+    s, gateway, models = wire(settings, ollama, llm_api, **over)
+    return Conversation(s, gateway, models, [generate_image], ChatState.start(lang))
 
 
 async def test_start_greets_and_gets_ready(settings: Settings, ollama: FakeOllama) -> None:
@@ -32,9 +32,9 @@ async def test_start_greets_and_gets_ready(settings: Settings, ollama: FakeOllam
 
 
 async def test_message_gets_streamed_answer_and_is_remembered(
-    settings: Settings, ollama: FakeOllama
+    settings: Settings, ollama: FakeOllama, llm_api: str
 ) -> None:
-    c, ui = conv(settings, ollama), RecordingUI()
+    c, ui = conv(settings, ollama, llm_api=llm_api), RecordingUI()
     await c.start(ui)
     ollama.enqueue(Reply("Sure — what mood should the picture have?"))
     await c.on_message("a cat on a roof", ui)
@@ -100,10 +100,10 @@ async def test_declined_pull_explains_how_to_get_model(
 
 
 async def test_model_without_tools_chats_without_them_and_says_so(
-    settings: Settings, ollama: FakeOllama
+    settings: Settings, ollama: FakeOllama, llm_api: str
 ) -> None:
     ollama.add_model(FakeModel("plain:1b", capabilities=["completion"]))
-    c, ui = conv(settings, ollama, chat_model="plain:1b"), RecordingUI()
+    c, ui = conv(settings, ollama, llm_api=llm_api, chat_model="plain:1b"), RecordingUI()
     await c.start(ui)
     assert any("can't call tools" in s for s in ui.said)
     await c.on_message("hi", ui)
@@ -111,9 +111,9 @@ async def test_model_without_tools_chats_without_them_and_says_so(
 
 
 async def test_stream_cut_midway_is_reported_and_next_turn_works(
-    settings: Settings, ollama: FakeOllama
+    settings: Settings, ollama: FakeOllama, llm_api: str
 ) -> None:
-    c, ui = conv(settings, ollama), RecordingUI()
+    c, ui = conv(settings, ollama, llm_api=llm_api), RecordingUI()
     await c.start(ui)
     ollama.enqueue(Reply("one two three four five", hangup_after=2), Reply("Back again."))
     await c.on_message("tell me", ui)
