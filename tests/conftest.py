@@ -67,14 +67,20 @@ def ollama(ollama_server: FakeOllama, request: pytest.FixtureRequest) -> FakeOll
     return ollama_server.reset(**_ollama_options(request))
 
 
-@pytest.fixture(params=["ollama", "openai"])
-def llm_api(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The chat backend under test, both in turn against the one fake server
-    (:mod:`tests.support.backends`): Ollama's API, then the OpenAI-compatible ``/v1``."""
-    yield str(request.param)
-    # langchain-openai keeps one pooled async client per base URL for the process; its
-    # connections belong to this test's event loop, which closes now
+@pytest.fixture
+def fresh_openai_clients() -> Iterator[None]:
+    """langchain-openai keeps one pooled async client per base URL for the process; its
+    connections belong to the test's event loop, which closes after the test: forget it."""
+    yield
     from langchain_openai.chat_models import _client_utils
 
-    getattr(_client_utils, "_cached_async_httpx_client", None) and \
-        _client_utils._cached_async_httpx_client.cache_clear()
+    cached = getattr(_client_utils, "_cached_async_httpx_client", None)
+    if cached is not None:
+        cached.cache_clear()
+
+
+@pytest.fixture(params=["ollama", "openai"])
+def llm_api(request: pytest.FixtureRequest, fresh_openai_clients: None) -> str:
+    """The chat backend under test, both in turn against the one fake server
+    (:mod:`tests.support.backends`): Ollama's API, then the OpenAI-compatible ``/v1``."""
+    return str(request.param)

@@ -55,8 +55,9 @@ def as_ollama_chat(body: dict[str, Any]) -> dict[str, Any]:
         messages.append(out)
     fmt = body.get("response_format") or {}
     options = {k: body[k] for k in ("temperature", "seed", "top_p") if k in body}
-    if body.get("max_tokens") is not None:
-        options["num_predict"] = body["max_tokens"]
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    if limit is not None:
+        options["num_predict"] = limit
     chat: dict[str, Any] = {
         "model": body.get("model"), "messages": messages, "stream": bool(body.get("stream")),
         "options": options, "_openai": body,
