@@ -289,7 +289,8 @@ A1111_PNG = (
     "(masterpiece:1.2), a red ((cat)) on a [sofa] BREAK snowy window, zqstyle\n"
     "Negative prompt: (worst quality:1.4), blurry\n"
     "Steps: 3, Sampler: Euler, CFG scale: 7, Seed: 42, Size: 70x90, Model hash: 1234abcd, "
-    'Model: someones_model, Clip skip: 2, ADetailer model: face_yolov8n.pt, TI hashes: "zqstyle: 0123456789ab", '
+    "Model: someones_model, Clip skip: 2, ADetailer model: face_yolov8n.pt, "
+    'TI hashes: "zqstyle: 0123456789ab", '
     "Version: v1.10.1"
 )
 
