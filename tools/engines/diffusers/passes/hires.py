@@ -62,9 +62,18 @@ def latent_upscale(pipe: Any, image: Image.Image, size: tuple[int, int], mode: s
 
     method, antialias = _LATENT_MODES[mode]
     vae = pipe.vae
-    pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
-    with torch.no_grad():
-        latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    dtype = vae.dtype
+    # An fp16 SDXL VAE overflows: encode in fp32 as diffusers' own img2img does.
+    upcast = dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        pixels = pipe.image_processor.preprocess(image).to(vae.device, vae.dtype)
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.mode() * vae.config.scaling_factor
+    finally:
+        if upcast:
+            vae.to(dtype)
     factor = int(pipe.vae_scale_factor)
     kwargs = {"antialias": antialias} if method in ("bilinear", "bicubic") else {}
     return torch.nn.functional.interpolate(
