@@ -210,7 +210,8 @@ class ImageReporter:
         ids = " ".join(f"#{g.ledger_id}" for g in images if g.ledger_id)
         lines = [
             msg("result_caption", self.lang_of(), seeds=", ".join(str(g.seed) for g in images),
-                width=req.width, height=req.height, steps=req.steps, sampler=req.sampler,
+                width=req.output_size[0], height=req.output_size[1], steps=req.steps,
+                sampler=req.sampler,
                 cfg=f"{req.cfg_scale:g}", ids=f" · {ids}" if ids else ""),
             *([f"⏱ {images[0].duration_s:.1f} s · {images[0].peak_memory}"]
               if images[0].peak_memory else []),

@@ -118,3 +118,17 @@ def test_unknown_hires_upscaler_is_refused_before_any_work(engine: DiffusersEngi
     with pytest.raises(InvalidRequest, match="tiny-2x"):
         engine.generate(ImageRequest(prompt="x", width=64, height=64, steps=2,
                                      hires=HiresFix(upscaler="4x-Missing")))
+
+
+def test_a_job_measured_to_take_minutes_is_announced_before_it_runs(
+    engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.core.events import TimeEstimate
+
+    heard: list[object] = []
+    monkeypatch.setattr(engine, "on_download", heard.append)
+    engine.step_times.record("cpu:torch:sd15", 64 * 64, 1, 30.0)  # pretend: 30 s a step
+    engine.generate(ImageRequest(prompt="x", width=64, height=128, steps=2, seed=1))
+    estimates = [e for e in heard if isinstance(e, TimeEstimate)]
+    assert estimates == [TimeEstimate(pytest.approx(120.0), 64, 128, 2)]
+    assert engine.step_times.estimate("cpu:torch:sd15", 64 * 128, 2) < 60  # measured now

@@ -37,6 +37,8 @@ def test_folder_finds_a1111_subfolders_and_ranks_known_good_models(tmp_path: Pat
     assert best is not None and best.name == "4x-UltraSharp"
     found = find_upscaler(tmp_path, "realesrgan_X4PLUS")
     assert found is not None and found.path.parent.name == "RealESRGAN"
+    a1111 = find_upscaler(tmp_path, "R-ESRGAN 4x+")  # as A1111's infotexts name it
+    assert a1111 is not None and a1111.name == "RealESRGAN_x4plus"
     assert best_upscaler(tmp_path / "missing") is None and best_upscaler(None) is None
 
 

@@ -17,6 +17,11 @@ SUBFOLDERS = ("", "ESRGAN", "RealESRGAN", "DAT", "SwinIR", "upscale_models")
 PREFERRED = ("4x-ultrasharp", "realesrgan_x4plus", "4x_nmkd-siax", "4x-remacri",
              "realesrgan_x2plus", "esrgan_4x", "span", "4x")
 
+# A1111's built-in upscaler names (as its infotexts write them) → the file stems it loads.
+A1111_NAMES = {"r-esrgan 4x+": "realesrgan_x4plus",
+               "r-esrgan 4x+ anime6b": "realesrgan_x4plus_anime_6b",
+               "r-esrgan 2x+": "realesrgan_x2plus", "swinir 4x": "swinir_4x"}
+
 
 @dataclass(frozen=True)
 class UpscalerFile:
@@ -42,8 +47,10 @@ def list_upscalers(folder: Path | None) -> list[UpscalerFile]:
 
 
 def find_upscaler(folder: Path | None, name: str) -> UpscalerFile | None:
-    """The file named ``name`` (stem, case-insensitive), or None."""
+    """The file named ``name`` (stem, case-insensitive; A1111's built-in names such as
+    ``R-ESRGAN 4x+`` find the file they load), or None."""
     want = name.casefold()
+    want = A1111_NAMES.get(want, want)
     return next((f for f in list_upscalers(folder) if f.name.casefold() == want), None)
 
 
