@@ -65,7 +65,7 @@ from tools.engines.diffusers.prompts.encoding import encode
 from tools.engines.diffusers.prompts.textual_inversion import EmbeddingRegistry
 from tools.engines.diffusers.vae_precision import tile_large_decodes
 from tools.engines.memory import PeakMeter
-from tools.engines.upscalers.tiled import Upscaler
+from tools.engines.upscalers.tiled import load_upscaler
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class DiffusersEngine:
     def _upscale_with(self, path: Path, image: Image.Image, scale: float) -> Image.Image:
         """An upscaler model from the folder on this engine's device, tiled."""
         device = self.cache.current.device if self.cache.current else "cpu"
-        return Upscaler(path, device).upscale(image, scale)
+        return load_upscaler(path, device).upscale(image, scale)
 
     def _prepare(
         self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None

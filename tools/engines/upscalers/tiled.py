@@ -13,6 +13,7 @@ stand-in serves that one import and is removed again at once, so nothing else se
 from __future__ import annotations
 
 import enum
+import functools
 import sys
 import types
 from pathlib import Path
@@ -166,11 +167,22 @@ def _ramp(h: int, w: int, fade: int, top: bool, left: bool, bottom: bool, right:
     return (axis(h, top, bottom)[:, None] * axis(w, left, right)[None, :])[None, None]
 
 
+@functools.lru_cache(maxsize=1)
+def _cached(path: Path, mtime: float, device: str) -> Upscaler:
+    return Upscaler(path, device)
+
+
+def load_upscaler(path: Path, device: str = "auto") -> Upscaler:
+    """The upscaler at ``path``, kept loaded while the same file is asked for again (a
+    hires batch upscales every image with it); one model at a time."""
+    return _cached(path, path.stat().st_mtime, device)
+
+
 def upscale_file(path: Path, source: Path, dest: Path, scale: float,
                  device: str = "cpu") -> Path:
     """Upscale the picture at ``source`` by ``scale`` with the model at ``path``; saved
     as PNG at ``dest``."""
     with Image.open(source) as im:
         image = im.convert("RGB")
-    Upscaler(path, device).upscale(image, scale).save(dest)
+    load_upscaler(path, device).upscale(image, scale).save(dest)
     return dest
