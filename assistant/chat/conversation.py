@@ -175,7 +175,7 @@ class Conversation:
         self.studio = Studio(
             chat_model, runner, state=self.state, family=self.family,
             best_of=best_of, best_of_default=self.best_of_default,
-            token_counter=self.token_counter,
+            token_counter=self.token_counter, upscalers_dir=self.settings.upscalers_dir,
         )
         if self.panel is not None:
             self.studio.apply_panel(self.panel)

@@ -39,6 +39,7 @@ from assistant.chat.state import ChatState
 from assistant.prompting.spec import Family, aspect_of, merge_negative, native_size
 from assistant.studio.actions import ActionKind, ActionSpec, ActionTable, ImagePayload, MaskPayload
 from assistant.studio.flow import Runner
+from assistant.studio.hires import inpaint_pixels
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest
 from tools.core.messages import lang_code, msg
@@ -323,7 +324,7 @@ class VisionFlow:
                  ) -> ImageRequest:  # fmt: skip
         """A validated request: the panel's overrides, but the size follows the image."""
         data: dict[str, Any] = {
-            k: v for k, v in self.overrides.items() if k not in ("width", "height")
+            k: v for k, v in self.overrides.items() if k not in ("width", "height", "hires")
         }
         data |= {
             "prompt": prompt,
@@ -390,7 +391,8 @@ class VisionFlow:
                prompt=proposal.prompt.replace("`", "'"))
         )  # fmt: skip
 
-        width, height = fit_size(up.width, up.height, WORK_PIXELS[self.family])
+        width, height = fit_size(up.width, up.height, inpaint_pixels(WORK_PIXELS[self.family],
+                                 self.overrides.get("inpaint_area"), self.settings.inpaint_area))
         request = self._request(
             proposal.prompt, proposal.negative, width, height, init_image=up.path,
             mask_image=mask_path, strength=self.inpaint_strength, batch_size=1,

@@ -28,6 +28,7 @@ from tools.core.events import (
     ProgressEvent,
     QueuePosition,
     StepProgress,
+    TimeEstimate,
 )
 from tools.core.messages import msg
 from tools.llm.ollama_gateway import PullProgress
@@ -158,6 +159,10 @@ class ImageReporter:
                 await self._downloading(label, done, total, lang)
             case StepProgress(step=step, total=total, preview=preview):
                 await self._step(step, total, preview, lang)
+            case TimeEstimate(seconds=seconds, width=width, height=height, steps=steps):
+                text = msg("time_estimate", lang, width=width, height=height,
+                           minutes=max(1, round(seconds / 60)), steps=steps)
+                await cl.Message(content=text).send()
 
     async def _downloading(self, label: str, done: int, total: int | None, lang: str) -> None:
         """One bar for all files of the download, however many the hub fetches at once."""
@@ -205,7 +210,8 @@ class ImageReporter:
         ids = " ".join(f"#{g.ledger_id}" for g in images if g.ledger_id)
         lines = [
             msg("result_caption", self.lang_of(), seeds=", ".join(str(g.seed) for g in images),
-                width=req.width, height=req.height, steps=req.steps, sampler=req.sampler,
+                width=req.output_size[0], height=req.output_size[1], steps=req.steps,
+                sampler=req.sampler,
                 cfg=f"{req.cfg_scale:g}", ids=f" · {ids}" if ids else ""),
             *([f"⏱ {images[0].duration_s:.1f} s · {images[0].peak_memory}"]
               if images[0].peak_memory else []),

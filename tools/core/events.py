@@ -69,7 +69,17 @@ class StepProgress:
     preview: Image.Image | None = None
 
 
-EngineEvent = Downloading | ModelLoading | Optimising | ModelLoaded
+@dataclass(frozen=True)
+class TimeEstimate:
+    """The job about to run will take about ``seconds`` (this machine's measured speed)."""
+
+    seconds: float
+    width: int
+    height: int
+    steps: int
+
+
+EngineEvent = Downloading | ModelLoading | Optimising | ModelLoaded | TimeEstimate
 ProgressEvent = QueuePosition | StepProgress | EngineEvent
 
 # Called on the engine's worker thread; must return quickly and never raise.

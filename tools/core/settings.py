@@ -199,6 +199,18 @@ class Settings(BaseSettings):
         "auto", description="UI language; auto follows the browser."
     )
 
+    # --- hires fix, upscalers, inpaint area (issue 19) -------------------------------------
+    upscalers_dir: Path | None = Field(
+        None,
+        description="Folder of upscaler models (.pth/.safetensors: Real-ESRGAN, 4x-UltraSharp"
+        "...), or an A1111 'models' folder (its ESRGAN/ and RealESRGAN/ are searched).",
+    )
+    inpaint_area: Literal["auto", "masked", "whole"] = Field(
+        "auto",
+        description="Inpaint only the masked area at the model's own size ('masked'), the "
+        "whole picture ('whole'), or auto = masked for pictures larger than the model's size.",
+    )
+
     @field_validator("ollama_host")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
