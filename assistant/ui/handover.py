@@ -44,14 +44,17 @@ log = logging.getLogger(__name__)
 GRACE_S = 2.0  # a socket that comes back within this is the same page, not a closed tab
 
 _BACKGROUND: set[asyncio.Future[Any]] = set()
-_TURNS: Counter[str] = Counter()  # session id -> turns running in it
+_TURNS: Counter[str] = Counter()  # thread id -> turns of that chat running
+_FEEDS: dict[str, list[WebsocketSession]] = {}  # session id -> sessions it took over
 
 
 @dataclass
 class Left:
     """What a page that went away leaves to the page that reopens its chat."""
 
-    session: WebsocketSession
+    # the session that left, and those it had itself taken over: a turn runs in the
+    # session it began in, however often its chat was reopened since
+    sessions: list[WebsocketSession]
     conversation: Conversation
     reporter: Any  # the chat's ImageReporter (its progress message lives on)
 
@@ -66,35 +69,39 @@ def _keep(work: Coroutine[Any, Any, None]) -> None:
 def turn_running() -> Iterator[None]:
     """Around a turn's work: while it runs, its chat is not done even with no job in
     the queue (the picture is drawn but still being saved and shown)."""
-    session_id = cl.context.session.id
-    _TURNS[session_id] += 1
+    thread_id = cl.context.session.thread_id or ""
+    _TURNS[thread_id] += 1
     try:
         yield
     finally:
-        _TURNS[session_id] -= 1
-        if _TURNS[session_id] <= 0:
-            del _TURNS[session_id]
+        _TURNS[thread_id] -= 1
+        if _TURNS[thread_id] <= 0:
+            del _TURNS[thread_id]
 
 
 def left_page(app: App, conv: Conversation, words: str) -> None:
     """This session's page went away (from ``on_chat_end``). If its chat has a job in
-    the queue, the job runs on unattended: chats behind it hear whose it is."""
+    the queue or a turn running, that runs on unattended: chats behind it hear whose it
+    is, and a page reopening the chat takes it over (:func:`hand_over`)."""
     session = cl.context.session
     if not isinstance(session, WebsocketSession) or not session.thread_id:
         return
     user = session.user.identifier if session.user else ""
-    left = Left(session, conv, cl.user_session.get("reporter"))
-    if app.closed_tabs.page_gone(session.thread_id, title=conv.title(words), user=user,
-                                 keep=left, busy=lambda: _TURNS[session.id] > 0):
-        _keep(after_grace(app, session, session.socket_id, conv.lang))
+    thread_id = session.thread_id
+    left = Left([session, *_FEEDS.pop(session.id, [])], conv, cl.user_session.get("reporter"))
+    if app.closed_tabs.page_gone(thread_id, title=conv.title(words), user=user, keep=left,
+                                 busy=lambda: _TURNS[thread_id] > 0):
+        _keep(after_grace(app, left, session.socket_id, conv.lang))
 
 
-async def after_grace(app: App, session: WebsocketSession, socket_id: str, lang: str) -> None:
+async def after_grace(app: App, left: Left, socket_id: str, lang: str) -> None:
     """The page stayed away: apply the closed-tab setting to its waiting job."""
     await asyncio.sleep(GRACE_S)
+    session = left.sessions[0]
     thread_id = session.thread_id
     if session.socket_id != socket_id:  # the same page reconnected: it is attended again
-        app.closed_tabs.page_back(thread_id)
+        if app.closed_tabs.page_back(thread_id) is left:
+            _follow(left.sessions[1:], session)
         return
     if app.closed_tabs.cancel_waiting(thread_id):
         try:  # saved in the chat (this runs in the old session's context)
@@ -106,15 +113,22 @@ async def after_grace(app: App, session: WebsocketSession, socket_id: str, lang:
 def hand_over(left: Left) -> None:
     """Give this (reopened) page the chat whose old page went away mid-job."""
     new = cl.context.session
-    if left.session is not new and isinstance(new, WebsocketSession):
-        left.session.emit = new.emit
-        left.session.emit_call = new.emit_call
-        # The page fetches a live element's file as /project/file/<key>?session_id=<its
-        # own session>: the old session's files must be found there too.
-        new.files.update(left.session.files)
-        left.session.files = new.files
     cl.user_session.set("conversation", left.conversation)
     cl.user_session.set("reporter", left.reporter)
+    if isinstance(new, WebsocketSession):
+        _follow([s for s in left.sessions if s is not new], new)
+
+
+def _follow(old: list[WebsocketSession], new: WebsocketSession) -> None:
+    """What the ``old`` sessions' turns send reaches ``new``'s page from now on."""
+    for session in old:
+        session.emit = new.emit
+        session.emit_call = new.emit_call
+        # The page fetches a live element's file as /project/file/<key>?session_id=<its
+        # own session>: the old sessions' files must be found there too.
+        new.files.update(session.files)
+        session.files = new.files
+    _FEEDS[new.id] = old
 
 
 def after_resume(work: Coroutine[Any, Any, None]) -> None:
