@@ -33,6 +33,7 @@ from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.state import ChatState
 from assistant.studio.best_of import BestOf
+from assistant.studio.closed_tabs import ClosedTabs
 from assistant.studio.flow import Runner
 from assistant.studio.runner import ContextSource, ImageRunner
 from tools.core.engine import GeneratedImage, ImageEngine
@@ -88,6 +89,8 @@ class App:
         self._device: str | None = None
         self._family: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # chats whose page went away while their picture was in the queue
+        self.closed_tabs = ClosedTabs(lambda: self._queue, settings.closed_tab_jobs)
 
     # --- where the chat keeps its history -------------------------------------------------
 

@@ -120,15 +120,22 @@ class ChainlitUI:
 class ImageReporter:
     """Shows a job's queue position, step progress and finished images in the chat.
 
-    Implements :class:`assistant.app.ImageDisplay`; ``lang_of`` gives the chat's language.
+    Implements :class:`assistant.app.ImageDisplay`; ``lang_of`` gives the chat's language,
+    ``describe_ahead(owners, lang)`` a line for each job ahead worth naming (a picture of
+    a chat whose tab was closed, :class:`assistant.studio.closed_tabs.ClosedTabs`).
     """
 
-    def __init__(self, lang_of: Callable[[], str] = lambda: "en") -> None:
+    def __init__(
+        self,
+        lang_of: Callable[[], str] = lambda: "en",
+        describe_ahead: Callable[[tuple[str, ...], str], list[str]] = lambda owners, lang: [],
+    ) -> None:
         self._status: cl.Message | None = None
         self._preview: cl.Image | None = None
         self._last = 0.0
         self._downloads: dict[str, tuple[int, int]] = {}
         self.lang_of = lang_of
+        self.describe_ahead = describe_ahead
 
     async def _show(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
@@ -146,9 +153,11 @@ class ImageReporter:
         """Show one of the job's typed events (queue, download, load, steps)."""
         lang = self.lang_of()
         match event:
-            case QueuePosition(ahead=ahead):
+            case QueuePosition(ahead=ahead, owners=owners):
                 if ahead:
-                    await self._show(msg("queue_position", lang, ahead=ahead), True)
+                    lines = [msg("queue_position", lang, ahead=ahead),
+                             *self.describe_ahead(owners, lang)]
+                    await self._show("\n\n".join(lines), True)
             case ModelLoading(name=name):
                 await self._show(msg("loading_model", lang, name=name), True)
             case Optimising(name=name):

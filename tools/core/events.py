@@ -25,9 +25,11 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class QueuePosition:
-    """``ahead`` jobs run before this one; 0 means it is starting now."""
+    """``ahead`` jobs run before this one; 0 means it is starting now. ``owners`` names
+    whose they are (the running one first; "" for a job without an owner)."""
 
     ahead: int
+    owners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,13 @@ class Settings(BaseSettings):
         "whole picture ('whole'), or auto = masked for pictures larger than the model's size.",
     )
 
+    # --- closed tabs (a chat's page went away while its picture was queued) ------------
+    closed_tab_jobs: Literal["finish", "cancel"] = Field(
+        "finish",
+        description="A picture whose tab was closed before it started: finish it (saved "
+        "in its chat) or cancel it. A started one always finishes.",
+    )
+
     @field_validator("ollama_host")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
