@@ -86,6 +86,16 @@ def preview_data_url(path: Path, max_side: int = PREVIEW_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def mask_data_url(mask: Image.Image, max_side: int = PREVIEW_SIDE) -> str:
+    """A black-and-white PNG data URL of ``mask`` at most ``max_side`` a side (the painter
+    scales it to the image)."""
+    small = mask.convert("L")
+    small.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    small.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 class InpaintSteps:
     """The inpaint steps of :class:`~assistant.chat.vision_flow.VisionFlow` (a mixin).
 
@@ -156,10 +166,14 @@ class InpaintSteps:
         upload = await asyncio.to_thread(load_upload, path, self.settings, name=name, mime=mime)
         await self.on_mask(image_id, upload.open(), instruction, ui)
 
-    def painter_props(self, image_id: str, *, ask: bool = False) -> dict[str, Any]:
-        """Props for ``MaskPainter``; ``ask=True`` when shown with ``AskElementMessage``."""
+    def painter_props(
+        self, image_id: str, *, ask: bool = False, mask: Image.Image | None = None,
+        instruction: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """Props for ``MaskPainter``; ``ask=True`` when shown with ``AskElementMessage``;
+        ``mask`` (white = change) is painted in already, ``instruction`` typed in already."""
         up = self.upload(image_id)
-        return {
+        props: dict[str, Any] = {
             "src": preview_data_url(up.path),
             "image_id": up.id,
             "width": up.width,
@@ -168,6 +182,11 @@ class InpaintSteps:
             "action": MASK_ACTION,
             "submit": ask,
         }
+        if mask is not None:
+            props["mask"] = mask_data_url(mask)
+        if instruction:
+            props["instruction"] = instruction[:500]
+        return props
 
     # --- inpainting ----------------------------------------------------------------------------
     def decode_mask(self, upload: Upload, mask: str | Mask | Image.Image) -> Mask:

@@ -109,6 +109,7 @@ class VisionFlow(InpaintSteps):
     async def on_upload(self, upload: Upload, ui: VisionUI) -> None:
         """Show the PNG's settings as data with two choices, or describe the picture."""
         self.uploads[upload.id] = upload
+        self.state.inpaint.last_image = upload.path  # what "change the hat…" edits
         if upload.frames > 1:
             await ui.say(msg("upload_first_frame", self.lang, name=upload.original_name,
                              frames=upload.frames))

@@ -199,6 +199,17 @@ class Settings(BaseSettings):
         "auto", description="UI language; auto follows the browser."
     )
 
+    # --- masks from words ("change the hat on the left to a red beret") -------------------
+    segmenter: Literal["clipseg", "fake"] = Field(
+        "clipseg", description="Finds a region from words: CLIPSeg, or 'fake' (a fixed box)."
+    )
+    segment_model: str = Field(
+        "CIDAS/clipseg-rd64-refined", description="CLIPSeg model: a hub id or a folder."
+    )
+    segment_models_dir: Path | None = Field(
+        None, description="Folder holding segmentation models (<dir>/clipseg-rd64-refined)."
+    )
+
     @field_validator("ollama_host")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
