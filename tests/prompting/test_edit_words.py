@@ -36,7 +36,7 @@ def test_the_rules_read_target_position_and_replacement(
 ) -> None:
     ruled = parse_rules(text)
     assert ruled is not None
-    assert ruled[0] == EditWords(target=target, position=position,  # type: ignore[arg-type]
+    assert ruled[0] == EditWords(target=target, position=position,
                                  ordinal=ordinal, replacement=replacement)  # fmt: skip
 
 
