@@ -9,7 +9,8 @@
 2. find the regions with the :class:`~vision.grounding.regions.Segmenter` (off the loop);
 3. words such as "left" or "the second" pick one; a single candidate is taken; several
    are asked about — "Which one?" with the candidates outlined and numbered on a preview
-   and a button per candidate plus "All of them" (:data:`PICK_REGION`);
+   and a button per candidate plus "All of them" (:data:`PICK_REGION`), or a typed
+   answer ("the left one", "#2", 「右の」);
 4. the mask is painted into the ``MaskPainter`` with the replacement typed in, for the
    person to accept or touch up; "Use this mask" goes on as any painted mask does
    (region caption → inpaint prompt → inpaint → before/after).
@@ -31,7 +32,7 @@ from pydantic import Field
 
 from assistant.chat.inpaint_flow import VisionUI
 from assistant.chat.vision_flow import VisionFlow
-from assistant.prompting.edit_words import EditWords, parse_rules, read_edit
+from assistant.prompting.edit_words import EditWords, parse_rules, read_choice, read_edit
 from assistant.studio.actions import ActionKind, ActionTable, ImagePayload
 from tools.core.errors import CapabilityMissing, InvalidRequest
 from tools.core.messages import msg
@@ -81,11 +82,28 @@ class MaskWordsFlow:
         return self.vision.lang
 
     def wants_message(self, text: str) -> bool:
-        """True for "change/remove <part of the picture> …" once the chat has a picture."""
+        """True for "change/remove <part of the picture> …" once the chat has a picture,
+        and for a typed answer ("the left one", 「2番」) while "which one?" is open."""
+        if self.asked and read_choice(text) is not None:
+            return True
         return self.vision.state.inpaint.last_image is not None and parse_rules(text) is not None
 
     async def on_message(self, text: str, ui: VisionUI) -> None:
         """Read the edit, find its region on the newest picture, ask or show the mask."""
+        choice = read_choice(text) if self.asked else None
+        if choice is not None:  # the answer to the latest "which one?"
+            image_id = next(reversed(self.asked))
+            question = self.asked[image_id]
+            chosen = pick(question.candidates, *choice)
+            if chosen:
+                del self.asked[image_id]
+                instruction = question.edit.instruction(question.words)
+                await self._show_mask(self.vision.upload(image_id), chosen, question.edit,
+                                      instruction, ui)  # fmt: skip
+            else:  # "the fifth" of two: ask again
+                await ui.say(msg("words_which_one", self.lang, count=len(question.candidates),
+                                 target=question.edit.target))  # fmt: skip
+            return
         up = await self._picture()
         if up is None:
             await ui.say(msg("words_no_picture", self.lang))

@@ -155,6 +155,37 @@ def parse_rules(text: str) -> tuple[EditWords, str] | None:
     return edit, written
 
 
+_NUMBER = re.compile(r"^(?:number\s*|no\.?\s*|#)?([1-9])(?:番目?|つ目)?$", re.I)
+_JA_TAIL = re.compile(r"(?:の方|のやつ|の|です|で|を|に|お願いします|おねがい|ね)+$")
+
+
+def read_choice(text: str) -> tuple[Position, int | None] | None:
+    """A typed answer to "which one?" ("the left one", "#2", "both", 「右の」, 「2番」):
+    ``(position, ordinal)``, or None when ``text`` says more than that."""
+    text = " ".join(text.split()).strip(" .!?。！？")
+    if not text or len(text) > 40:
+        return None
+    number = _NUMBER.match(text.translate(_WIDE_DIGITS))
+    if number:
+        return "none", int(number.group(1))
+    if has_japanese(text):
+        bare = _JA_TAIL.sub("", text)
+        for name, phrases in _words()["ja_positions"].items():
+            if bare in phrases:
+                return name, None
+        counted = _JA_ORDINAL.fullmatch(bare + "の") or _JA_ORDINAL.fullmatch(bare)
+        if counted:
+            digit = counted.group(1)
+            return "none", _KANJI_DIGITS.get(digit) or int(digit.translate(_WIDE_DIGITS))
+        return None
+    rest, position, ordinal = _position_en(text)
+    if rest.lower() not in ("", "them", "of them", "one", "please"):
+        return None
+    if position == "none" and ordinal is None:
+        return None
+    return position, ordinal
+
+
 def _check(written: str, japanese: bool) -> Any:
     """A :class:`StructuredLLM` check: an English target, from the request when in English."""
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from assistant.prompting.edit_words import EditWords, parse_rules, read_edit
+from assistant.prompting.edit_words import EditWords, parse_rules, read_choice, read_edit
 from tests.support.fake_chat import ScriptedChatModel
 
 
@@ -81,3 +81,14 @@ async def test_without_a_model_the_rules_answer_and_other_text_is_none() -> None
     assert await read_edit("左の帽子を赤いベレー帽に変えて", None) == EditWords(
         target="hat", position="left", replacement="赤いベレー帽")
     assert await read_edit("draw a cat", ScriptedChatModel()) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "choice"),
+    [("the left one", ("left", None)), ("#2", ("none", 2)), ("the second one", ("none", 2)),
+     ("both", ("all", None)), ("all of them", ("all", None)), ("右の", ("right", None)),
+     ("２番目", ("none", 2)), ("両方で", ("all", None)), ("大きい方", ("biggest", None)),
+     ("change the hat to a beret", None), ("yes", None), ("draw a cat", None)],
+)
+def test_a_typed_answer_to_which_one_is_read(text: str, choice: Any) -> None:
+    assert read_choice(text) == choice

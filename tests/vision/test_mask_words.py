@@ -204,3 +204,19 @@ async def test_the_conversation_routes_an_edit_after_an_upload_and_nothing_else(
     painters = len(ui.painters)
     await c.on_message("draw a cat wearing a hat", ui)  # the studio's, not an edit
     assert seg.phrases == ["hat"] and len(ui.painters) == painters
+
+
+async def test_a_typed_answer_to_which_one_picks_it(
+    ollama: FakeOllama, settings: Settings, tmp_path: Path
+) -> None:
+    flow, _vision, seg, _engine, _up = setup(ollama, settings, tmp_path, [HAT_RIGHT, HAT_LEFT])
+    ui = RecordingUI()
+    assert not flow.wants_message("the left one")  # no question open: not an answer
+    await flow.on_message("change the hat to a red beret", ui)
+    assert flow.wants_message("the left one") and flow.wants_message("右の")
+    await flow.on_message("#5", ui)  # there is no fifth: asked again
+    assert "Which one" in ui.said[-1] and not ui.painters
+    await flow.on_message("the one on the right", ui)
+    assert covers_exactly(mask_of(ui.painters[-1][1]), HAT_RIGHT)
+    assert ui.painters[-1][1]["instruction"] == "a red beret" and seg.phrases == ["hat"]
+    assert not flow.wants_message("the left one")  # answered
