@@ -14,6 +14,7 @@ from tools.core.errors import CapabilityMissing
 from vision.grounding.clipseg import ClipSegSegmenter
 from vision.grounding.factory import make_segmenter
 from vision.grounding.fixed import FixedSegmenter
+from vision.grounding.owl_sam import OwlSamSegmenter, distinct, find_folders
 from vision.grounding.regions import (
     OUTLINE_COLOURS,
     Candidate,
@@ -148,3 +149,92 @@ def test_a_tiny_clipseg_in_the_models_folder_finds_regions_end_to_end(tmp_path: 
     for c in found:
         assert c.mask.size == (96, 64) and set(np.unique(np.asarray(c.mask))) <= {0, 255}
     assert all(c.mask.getbbox() == c.box for c in found)
+
+
+def test_overlapping_detections_of_one_thing_count_once() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 0, 30, 10]], dtype=np.float32)
+    assert distinct(boxes, np.array([0.5, 0.9, 0.3])) == [1, 2]
+
+
+def test_auto_takes_an_owl_detector_and_sam_from_the_models_folder(settings: Any,
+                                                                   tmp_path: Path) -> None:
+    models = tmp_path / "segment"
+    for name in ("owlvit-base-patch32", "sam-vit-base"):
+        (models / name).mkdir(parents=True)
+        (models / name / "config.json").write_text("{}")
+    seg = make_segmenter(settings.model_copy(update={"segment_models_dir": models}))
+    assert isinstance(seg, OwlSamSegmenter)
+    assert (seg.detector.name, getattr(seg.sam, "name", None)) == ("owlvit-base-patch32",
+                                                                   "sam-vit-base")
+    empty = settings.model_copy(update={"segment_models_dir": tmp_path / "none"})
+    assert isinstance(make_segmenter(empty), ClipSegSegmenter)
+    asked = make_segmenter(empty.model_copy(update={"segmenter": "owl-sam"}))
+    with pytest.raises(CapabilityMissing, match="owlv2-base-patch16-ensemble"):
+        asked.find(Image.new("RGB", (8, 8)), "hat")
+
+
+def tiny_owl_and_sam(models: Path) -> None:
+    """A random-weight OWL-ViT (32 px) and SAM (64 px) in ``models``, as the hub names them."""
+    import torch
+    from transformers import (
+        OwlViTConfig,
+        OwlViTForObjectDetection,
+        OwlViTImageProcessor,
+        OwlViTProcessor,
+        SamConfig,
+        SamImageProcessor,
+        SamModel,
+        SamProcessor,
+    )
+
+    from tests.support.tiny_pipelines import _tokenizer
+
+    torch.manual_seed(0)
+    layers = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+              "num_hidden_layers": 2}
+    owl = OwlViTConfig(
+        text_config={**layers, "vocab_size": 520, "max_position_embeddings": 16,
+                     "bos_token_id": 512, "eos_token_id": 513, "pad_token_id": 513},
+        vision_config={**layers, "image_size": 32, "patch_size": 8}, projection_dim=32,
+    )  # fmt: skip
+    detector = OwlViTForObjectDetection(owl)
+    with torch.no_grad():  # boxes = the patch grid's own cells (random ones collapse to a corner)
+        detector.box_head.dense2.weight.zero_()
+        detector.box_head.dense2.bias.zero_()
+    detector.save_pretrained(models / "owlvit-base-patch32")
+    tokenizer = _tokenizer()
+    tokenizer.model_max_length = 16
+    square = {"height": 32, "width": 32}
+    OwlViTProcessor(image_processor=OwlViTImageProcessor(size=square, crop_size=square),
+                    tokenizer=tokenizer).save_pretrained(models / "owlvit-base-patch32")
+    sam = SamConfig(
+        vision_config={**layers, "image_size": 64, "patch_size": 8, "output_channels": 16,
+                       "window_size": 4, "global_attn_indexes": [1], "mlp_dim": 37,
+                       "num_pos_feats": 8},
+        prompt_encoder_config={"hidden_size": 16, "image_size": 64, "patch_size": 8,
+                               "mask_input_channels": 4},
+        mask_decoder_config={"hidden_size": 16, "num_hidden_layers": 2,
+                             "num_attention_heads": 2, "mlp_dim": 32, "iou_head_hidden_dim": 16},
+    )  # fmt: skip
+    SamModel(sam).save_pretrained(models / "sam-vit-base")
+    SamProcessor(image_processor=SamImageProcessor(
+        size={"longest_edge": 64}, pad_size={"height": 64, "width": 64}),
+    ).save_pretrained(models / "sam-vit-base")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tiny_owl_boxes_refined_by_tiny_sam_run_end_to_end(tmp_path: Path) -> None:
+    tiny_owl_and_sam(tmp_path)
+    folders = find_folders(tmp_path)
+    assert folders is not None
+    image = Image.new("RGB", (96, 64), (100, 150, 200))
+    for seg in (OwlSamSegmenter(folders[0], threshold=0.0),
+                OwlSamSegmenter(*folders, threshold=0.0)):  # fmt: skip
+        found = seg.find(image, "a hat")
+        assert found, seg.name
+        for c in found:
+            assert c.mask.size == (96, 64) and set(np.unique(np.asarray(c.mask))) <= {0, 255}
+            assert c.mask.getbbox() == c.box
+        if seg.sam is None:  # the detector's boxes as they are: one per patch of the 4×4 grid
+            assert len(found) == 16
+            assert all(c.area == (c.box[2] - c.box[0]) * (c.box[3] - c.box[1]) for c in found)

@@ -5,6 +5,8 @@
   left") and the outlined "which one?" preview;
 * :mod:`vision.grounding.clipseg` — the default segmenter, CLIPSeg through
   ``transformers`` (imported lazily, on the first search);
+* :mod:`vision.grounding.owl_sam` — OWL-ViT/OWLv2 boxes (one per instance) cut to shape
+  by SAM, used when their folders are on disk;
 * :mod:`vision.grounding.fixed` — a segmenter with known boxes (tests, ``EGAKI_SEGMENTER=fake``);
 * :mod:`vision.grounding.factory` — the segmenter the settings name.
 """
