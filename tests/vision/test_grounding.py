@@ -238,3 +238,13 @@ def test_tiny_owl_boxes_refined_by_tiny_sam_run_end_to_end(tmp_path: Path) -> No
         if seg.sam is None:  # the detector's boxes as they are: one per patch of the 4×4 grid
             assert len(found) == 16
             assert all(c.area == (c.box[2] - c.box[0]) * (c.box[3] - c.box[1]) for c in found)
+
+
+def test_a_broken_model_folder_is_a_clear_message_not_a_traceback(tmp_path: Path) -> None:
+    folder = tmp_path / "owlvit-base-patch32"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "owlvit", "text_config": 7}')
+    with pytest.raises(CapabilityMissing) as caught:
+        OwlSamSegmenter(folder).find(Image.new("RGB", (32, 32)), "hat")
+    assert str(tmp_path) in caught.value.localized("en")
+    assert "読み込めません" in caught.value.localized("ja")

@@ -25,7 +25,7 @@ from PIL import Image
 
 from tools.core.errors import CapabilityMissing
 from tools.core.imports import serialized
-from vision.grounding.regions import Candidate, components
+from vision.grounding.regions import Candidate, broken_folder_errors, components
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,10 @@ class ClipSegSegmenter:
         except OSError as err:  # not in the cache offline, or the hub unreachable
             log.info("CLIPSeg %s unavailable: %s", source, err)
             raise self.missing() from err
+        except broken_folder_errors() as err:  # a partial or foreign folder
+            raise CapabilityMissing.of(
+                "segment_model_broken", folder=source, error=str(err)[:200]
+            ) from err
         log.info("CLIPSeg loaded from %s", source)
         return processor, model.eval()
 

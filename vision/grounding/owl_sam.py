@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from tools.core.errors import CapabilityMissing
 from tools.core.imports import serialized
-from vision.grounding.regions import Candidate, box_candidate
+from vision.grounding.regions import Candidate, box_candidate, broken_folder_errors
 from vision.masks import Box
 
 # Folder names looked for in the models folder (hub ids' last parts), best first.
@@ -78,6 +79,14 @@ class OwlSamSegmenter:
             return self._loaded
 
     def _load_now(self) -> dict[str, Any]:
+        try:
+            return self._read_folders()
+        except broken_folder_errors() as err:  # a partial or foreign folder
+            raise CapabilityMissing.of(
+                "segment_model_broken", folder=str(self.detector.parent), error=str(err)[:200]
+            ) from err
+
+    def _read_folders(self) -> dict[str, Any]:
         from transformers import (
             AutoModelForZeroShotObjectDetection,
             AutoProcessor,

@@ -52,6 +52,14 @@ class Segmenter(Protocol):
     def find(self, image: Image.Image, phrase: str) -> list[Candidate]: ...
 
 
+def broken_folder_errors() -> tuple[type[Exception], ...]:
+    """What loading a partial or foreign model folder raises (hub config checks included).
+    A function: an ``except`` clause evaluates it only when something was raised."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    return (OSError, ValueError, KeyError, TypeError, StrictDataclassError)
+
+
 def box_candidate(size: tuple[int, int], box: Box, score: float = 1.0) -> Candidate:
     """A rectangular candidate (a detector's box) at an image of ``size``."""
     mask = Image.new("L", size, 0)
