@@ -23,6 +23,7 @@ POSITIONS: tuple[Position, ...] = ("none", "left", "right", "top", "bottom", "ce
                                    "biggest", "smallest", "all")  # fmt: skip
 MIN_AREA_FRAC = 0.002  # of the picture: smaller blobs are noise, not a candidate
 MIN_SHARE_OF_BIGGEST = 0.15  # a blob this much smaller than the biggest one is noise too
+MAX_REGIONS = 8  # more look-alikes than this: the biggest ones (a question has a button each)
 OUTLINE_COLOURS = ((255, 45, 85), (0, 160, 255), (255, 190, 0), (0, 200, 120), (190, 80, 255))
 
 
@@ -67,9 +68,11 @@ def box_candidate(size: tuple[int, int], box: Box, score: float = 1.0) -> Candid
     return Candidate(mask, box, score)
 
 
-def components(heat: np.ndarray, size: tuple[int, int], threshold: float) -> list[Candidate]:
+def components(heat: np.ndarray, size: tuple[int, int], threshold: float,
+               limit: int = MAX_REGIONS) -> list[Candidate]:  # fmt: skip
     """Separate regions of ``heat`` (values 0–1, any resolution) above ``threshold``, as
-    candidates at the image's ``size``, biggest first; specks are dropped."""
+    candidates at the image's ``size``, the ``limit`` biggest, biggest first; specks are
+    dropped."""
     from scipy import ndimage  # with numpy already; only the search needs it
 
     binary = heat >= threshold
@@ -79,9 +82,8 @@ def components(heat: np.ndarray, size: tuple[int, int], threshold: float) -> lis
     areas = ndimage.sum_labels(binary, labels, index=range(1, count + 1))
     keep_from = max(MIN_AREA_FRAC * binary.size, MIN_SHARE_OF_BIGGEST * float(areas.max()))
     found: list[Candidate] = []
-    for index, area in enumerate(areas, start=1):
-        if area < keep_from:
-            continue
+    biggest = [int(i) + 1 for i in np.argsort(-areas)[:limit] if areas[i] >= keep_from]
+    for index in biggest:  # only these are scaled up to the picture's size
         part = labels == index
         small = Image.fromarray(np.where(part, 255, 0).astype(np.uint8))
         mask = small.resize(size, Image.Resampling.BILINEAR).point(lambda v: 255 if v >= 128 else 0)
