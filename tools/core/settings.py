@@ -218,6 +218,20 @@ class Settings(BaseSettings):
         "in its chat) or cancel it. A started one always finishes.",
     )
 
+    # --- masks from words ("change the hat on the left to a red beret") -------------------
+    segmenter: Literal["auto", "clipseg", "owl-sam", "fake"] = Field(
+        "auto",
+        description="Finds a region from words: auto = an OWL detector + SAM when in the "
+        "segment models folder, else CLIPSeg; or 'fake' (a fixed box).",
+    )
+    segment_model: str = Field(
+        "CIDAS/clipseg-rd64-refined", description="CLIPSeg model: a hub id or a folder."
+    )
+    segment_models_dir: Path | None = Field(
+        None, description="Folder of segmentation models (<dir>/clipseg-rd64-refined, "
+        "<dir>/owlv2-base-patch16-ensemble, <dir>/sam-vit-base).",
+    )
+
     @field_validator("ollama_host")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
