@@ -10,8 +10,10 @@ routes each message, upload and button press to the flow it belongs to:
 
 1. a typed ``x,y,w,h`` box while an inpaint waits for its mask → the vision flow;
 2. a ledger command ("find images like…", "reproduce #id") → the ledger commands;
-3. the interview or a tweak in progress → the studio;
-4. anything else → the free chat agent (which may call ``generate_image``).
+3. "change the hat on the left to a red beret" once there is a picture → masks from
+   words (:mod:`assistant.chat.mask_words`);
+4. the interview or a tweak in progress → the studio;
+5. anything else → the free chat agent (which may call ``generate_image``).
 
 Buttons go through one :class:`~assistant.studio.actions.ActionTable` merged from the
 three flows' tables.
@@ -20,6 +22,7 @@ three flows' tables.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -32,6 +35,7 @@ from langchain_core.tools import BaseTool
 from assistant.chat.agent import AgentTurn, ChatAgent
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
+from assistant.chat.mask_words import MaskWordsFlow
 from assistant.chat.state import HISTORY_KEPT, ChatState, Turn
 from assistant.chat.tool_mode import ToolSupport, text_tool_prompt
 from assistant.chat.tool_outcome import ToolReporter
@@ -50,7 +54,7 @@ from tools.core.errors import (
 )
 from tools.core.messages import language_name, message_language, msg
 from tools.core.settings import Settings
-from tools.llm.backend import LLMGateway
+from tools.llm.backend import STREAM_ERRORS, LLMGateway
 from tools.llm.chat_models import ModelFactory
 from tools.llm.ollama_gateway import (
     CONNECTION_ERRORS,
@@ -59,13 +63,13 @@ from tools.llm.ollama_gateway import (
     unavailable,
 )
 from vision.caption import OllamaCaptioner
+from vision.grounding.factory import make_segmenter
+from vision.grounding.regions import Segmenter
 from vision.uploads import load_upload
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
-# a reply that broke off: the OpenAI path reports it as its "unreachable" error
-STREAM_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, OllamaUnavailable)
 
 
 class ChatUI(Protocol):
@@ -101,6 +105,7 @@ class Conversation:
         best_of_default: bool = False,
         token_counter: TokenCounter | None = None,
         tool_support: ToolSupport | None = None,
+        segmenter: Callable[[], Segmenter] | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -111,8 +116,8 @@ class Conversation:
         self.status: ModelStatus | None = None
         self._agent: ChatAgent | None = None
         self._told_no_tools = False
-        self.tool_support = tool_support or ToolSupport()  # app-wide: refusals remembered
-        self._native_tools = True
+        # app-wide: a model that refused tools writes its calls as JSON text (tool_mode.py)
+        self.tool_support, self._native_tools = tool_support or ToolSupport(), True
         self.runner = runner
         self.family = family
         self.studio: Studio | None = None
@@ -123,6 +128,8 @@ class Conversation:
         self.best_of_default = best_of_default
         self.token_counter = token_counter
         self.table = ActionTable()  # every flow's buttons, once the flows exist
+        self.segmenter = segmenter or functools.cache(lambda: make_segmenter(self.settings))
+        self.mask_words: MaskWordsFlow | None = None
 
     @property
     def lang(self) -> str:
@@ -173,7 +180,6 @@ class Conversation:
             self._agent = None
             await ui.say(err.localized(self.lang))
             return False
-        # no native tools: the model writes its calls as JSON text (chat/tool_mode.py)
         self._native_tools = self.tool_support.native(model, self.status.tools)
         if self.tools and not self._native_tools and not self._told_no_tools:
             self._told_no_tools = True
@@ -191,7 +197,7 @@ class Conversation:
         self.studio = Studio(
             chat_model, runner, state=self.state, family=self.family,
             best_of=best_of, best_of_default=self.best_of_default,
-            token_counter=self.token_counter,
+            token_counter=self.token_counter, upscalers_dir=self.settings.upscalers_dir,
         )
         if self.panel is not None:
             self.studio.apply_panel(self.panel)
@@ -204,7 +210,8 @@ class Conversation:
             overrides=self.panel.overrides if self.panel else None,
             presets=self.panel.presets if self.panel else None,
         )
-        flows = [self.ledger_chat, self.vision, self.studio]
+        self.mask_words = MaskWordsFlow(self.vision, self.segmenter, chat_model)
+        flows = [self.ledger_chat, self.vision, self.mask_words, self.studio]
         self.table = ActionTable.merged(*(f.table for f in flows if f is not None))
 
     def _system_prompt(self) -> str:
@@ -247,6 +254,10 @@ class Conversation:
         if self.ledger_chat is not None and command is not None:
             await self._guarded(self.ledger_chat.handle(command, ui), ui)
             return
+        if self.mask_words is not None and self.mask_words.wants_message(text):
+            await self._guarded(self.mask_words.on_message(text, ui), ui)  # "change the hat…"
+            self.history.append(HumanMessage(text))
+            return
         if self.studio is not None and self.studio.wants_message:
             await self._guarded(self.studio.on_message(text, ui), ui)
             self.history.append(HumanMessage(text))
@@ -272,15 +283,13 @@ class Conversation:
         self.history.extend(turn.messages)
 
     async def _respond(self, history: list[BaseMessage], ui: ChatUI) -> AgentTurn:
-        """The agent's turn; a server refusing tools (400 "does not support tools") puts
-        the model into text tool calls, remembered app-wide, and the turn is asked again."""
+        """The agent's turn; a refusal of tools: text tool calls, and the turn again."""
         assert self._agent is not None
         tools = ToolReporter(ui, self.lang)  # each tool run as a step; no image, no claim
         try:
             turn = await self._agent.respond(history, ui.stream_token, tools.on_tool)
         except ToolsRefused as err:
-            log.info("%s refused tools; text tool calls from now on", self.settings.chat_model)
-            self.tool_support.refused(self.settings.chat_model)
+            self.tool_support.refused(self.settings.chat_model)  # logged by tool_support
             self._told_no_tools, self._agent = True, None
             await ui.say(err.localized(self.lang))
             if not await self.ensure_model(ui) or self._agent is None:

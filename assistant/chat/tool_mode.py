@@ -13,11 +13,14 @@ refused tools once is not offered them again in any chat (detected once, remembe
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 
 from langchain_core.tools import BaseTool
 
 from prompts.loader import render
+
+log = logging.getLogger(__name__)
 
 
 class ToolSupport:
@@ -32,6 +35,7 @@ class ToolSupport:
 
     def refused(self, model: str) -> None:
         """The server refused tools for ``model``: text tool calls from now on."""
+        log.info("%s refused tools; text tool calls from now on", model)
         self._refused.add(model)
 
 

@@ -15,8 +15,13 @@ from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 
+from tools.core.errors import OllamaUnavailable
 from tools.core.settings import Settings
-from tools.llm.ollama_gateway import ModelStatus, OllamaGateway
+from tools.llm.ollama_gateway import CONNECTION_ERRORS, ModelStatus, OllamaGateway
+
+# A reply that broke off mid-way, on either backend (the OpenAI path raises its
+# "unreachable" error, a subclass of OllamaUnavailable).
+STREAM_ERRORS: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, OllamaUnavailable)
 
 
 class LLMGateway(Protocol):
