@@ -21,6 +21,7 @@ import httpx
 from tools.core.engine import GeneratedImage, StepCallback
 from tools.core.errors import EngineError, GenerationCancelled
 from tools.core.request import ImageRequest
+from tools.engines.remote.control import a1111_controlnet
 from tools.engines.remote.http import (
     decode_base64_image,
     error_text,
@@ -121,6 +122,7 @@ class A1111Engine:
                     "inpaint_full_res": False,
                     "inpainting_mask_invert": 0,
                 }
+        payload |= a1111_controlnet(request)  # the sd-webui-controlnet extension's units
         return payload
 
     # --- the protocol ----------------------------------------------------------------
