@@ -68,3 +68,21 @@ def test_reuse_tells_about_controlnet_instead_of_ignoring_it() -> None:
 def test_guidance_start_must_be_before_end(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="guidance start"):
         ControlUnit(image=tmp_path / "a.png", guidance_start=0.8, guidance_end=0.2)
+
+
+def test_an_uploaded_png_shows_its_controlnet_units(tmp_path: Path) -> None:
+    from PIL.PngImagePlugin import PngInfo
+
+    from tools.core.settings import Settings
+    from vision.uploads import load_upload
+
+    info = PngInfo()
+    info.add_text("parameters", "a dancer\n" + A1111_LINE)
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (64, 64)).save(path, pnginfo=info)
+    upload = load_upload(path, Settings(_env_file=None, data_dir=tmp_path / "data"))
+    meta = upload.metadata
+    assert meta is not None and meta.reuse is not None
+    assert "ControlNet 1" in meta.params  # listed with the other settings
+    assert [u.module for u in meta.reuse.controls] == ["canny", "openpose_full"]
+    assert any("control_v11p_sd15_openpose" in n for n in reuse_notes(meta.reuse, "ja"))
