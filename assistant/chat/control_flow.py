@@ -35,7 +35,7 @@ from tools.core.messages import msg
 from tools.core.request import ControlUnit, parse_request
 from tools.core.settings import Settings
 from tools.llm.text import model_prompt
-from vision.control.annotators import MapKind, unusable
+from vision.control.annotators import ANNOTATORS, MapKind, on_disk, unusable
 from vision.control.maps import MODULE, Preprocessors
 from vision.uploads import Upload, upload_path, uploads_dir
 
@@ -172,6 +172,9 @@ class ControlFlow:
     async def keep(self, payload: KeepPayload, ui: ControlUI) -> None:
         """A "keep this …" press: show the map, then draw (or ask what to draw)."""
         label = self.label(payload.keep)
+        kind = KEEPS[payload.keep][0]
+        if not await asyncio.to_thread(on_disk, kind, self.settings):
+            await ui.say(msg("control_downloading", self.lang, needs=ANNOTATORS[kind].needs()))
         path = await self.control_map(payload.image_id, payload.keep)
         await ui.show_images(msg("control_map_shown", self.lang, keep=label), [path], [])
         prompt = self.current_prompt()

@@ -83,3 +83,35 @@ def test_pose_is_drawn_openpose_style() -> None:
     assert out[20, 24].tolist() != [0, 0, 0]  # a shoulder
     assert out[62, 28].tolist() == [0, 0, 0]  # no ankle
     assert tuple(out[20, 32]) != (0, 0, 0)  # the neck OpenPose adds between the shoulders
+
+
+@pytest.mark.slow
+def test_depth_runs_a_depth_anything_folder_from_the_annotators_dir(tmp_path: Path) -> None:
+    """A tiny random Depth Anything saved as its repo folder: found offline, map made."""
+    import torch
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                            intermediate_size=32, image_size=28, patch_size=14,
+                            out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    config = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=16,
+                                 neck_hidden_sizes=[8, 8, 8, 8], fusion_hidden_size=8,
+                                 head_hidden_size=8, patch_size=14)
+    folder = tmp_path / "annotators" / "Depth-Anything-V2-Small-hf"
+    DepthAnythingForDepthEstimation(config).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 28, "width": 28}, keep_aspect_ratio=True,
+                      ensure_multiple_of=14, do_pad=False).save_pretrained(folder)
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", offline=True,
+                        annotators_dir=tmp_path / "annotators", hf_cache_dir=tmp_path / "hf")
+    assert on_disk("depth", settings) and unusable("depth", settings) is None
+    picture = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3),
+                                                                dtype=np.uint8))
+    out = Preprocessors(settings).make(picture, "depth")
+    assert out.size == (64, 48) and out.mode == "RGB"
