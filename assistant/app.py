@@ -33,6 +33,7 @@ from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.state import ChatState
 from assistant.studio.best_of import BestOf
+from assistant.studio.closed_tabs import ClosedTabs
 from assistant.studio.flow import Runner
 from assistant.studio.runner import ContextSource, ImageRunner
 from tools.core.engine import GeneratedImage, ImageEngine
@@ -46,6 +47,7 @@ from tools.ledger.service import Ledger
 from tools.ledger.types import RecordContext
 from tools.llm.backend import make_gateway
 from tools.llm.chat_models import ModelFactory, chat_model_factory
+from vision.grounding.factory import make_segmenter
 
 if TYPE_CHECKING:
     from assistant.quality.loop import QualityLoop
@@ -65,6 +67,22 @@ class ImageDisplay(Protocol):
     async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
         """Finished images, saved at ``paths``."""
         ...
+
+
+class RememberingDisplay:
+    """An :class:`ImageDisplay` that also notes the newest picture shown in the chat's
+    state: what "change the hat on the left…" edits (masks from words)."""
+
+    def __init__(self, display: ImageDisplay, state: ChatState) -> None:
+        self.display, self.state = display, state
+
+    async def on_event(self, event: ProgressEvent) -> None:
+        await self.display.on_event(event)
+
+    async def on_result(self, images: list[GeneratedImage], paths: list[Path]) -> None:
+        if paths:
+            self.state.inpaint.last_image = paths[0]
+        await self.display.on_result(images, paths)
 
 
 class App:
@@ -88,6 +106,10 @@ class App:
         self._device: str | None = None
         self._family: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # chats whose page went away while their picture was in the queue
+        self.closed_tabs = ClosedTabs(lambda: self._queue, settings.closed_tab_jobs)
+        # one segmenter (masks from words) for every chat: its model loads once
+        self.segmenter = functools.cache(lambda: make_segmenter(self.settings))
 
     # --- where the chat keeps its history -------------------------------------------------
 
@@ -154,6 +176,7 @@ class App:
         """Everything one chat needs, on ``state``, showing images through ``display``."""
         book = await self.ledger()
         device = await self.device()
+        display = RememberingDisplay(display, state)
         runner = self.image_runner(display=display, ledger=book, context=state.record_context)
         return self.conversation(
             state, runner, ledger=book,
@@ -209,6 +232,7 @@ class App:
             best_of_default=best_of_default,
             # the card's token counts: the diffusers engine's local tokenizer, if any
             token_counter=getattr(self.queue.engine, "count_tokens", None),
+            segmenter=self.segmenter,
         )
 
     def best_of_factory(

@@ -22,7 +22,10 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
   opt-in: calibrated once into ``--workdir``, several minutes);
 * ``long``   — the ``egaki`` path with a 150-token prompt (two 75-token chunks, read in
   full the A1111 way) against a 75-token one (one chunk), same run: the extra seconds
-  per image, as UNet steps, and the prompt encoding alone (ms);
+  per image, as UNet steps, and the prompt encoding alone (ms).
+* ``hires`` / ``hires-esrgan`` — the ``egaki`` path with hires fix x2 (latent, or an
+  ESRGAN-shaped upscaler model): see :mod:`benchmarks.hires_rows`; their overhead against
+  ``egaki`` is printed at the end.
 * ``control`` — the ``egaki`` path with and without one ControlNet (Canny-shaped, random
   weights), interleaved: the overhead per image and which runtime ran each side
   (:mod:`benchmarks.control`).
@@ -47,6 +50,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchmarks.hires_rows import hires_fields, overhead_lines, upscalers_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = {"sd15": 512, "sdxl": 1024, "tiny": 64}
@@ -143,14 +148,16 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         settings = Settings(_env_file=None, data_dir=data, image_model=str(model_dir),  # type: ignore[call-arg]
                             offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime,
                             openvino_int8=path_name.endswith("int8"),
-                            fast_lora=str(fast_lora) if fast_lora else "off")
+                            fast_lora=str(fast_lora) if fast_lora else "off",
+                            upscalers_dir=upscalers_dir(model_dir.parent, model))
         engine = DiffusersEngine(settings, preview_every=0)
         fast = path_name.startswith("fast")
         used_steps = fast_steps if fast else steps
 
         def run(n: int = used_steps) -> None:
             engine.generate(ImageRequest(prompt=PROMPT, width=size, height=size, steps=n,
-                                         cfg_scale=1.0 if fast else 7.0, seed=1, fast=fast))
+                                         cfg_scale=1.0 if fast else 7.0, seed=1, fast=fast,
+                                         **hires_fields(path_name, n)))
 
         run(1)  # load (and on first use convert) outside the timed runs
 
@@ -300,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             if base and r["model"] == model and r is not base and r["path"] not in (
                     "long", "control"):
                 print(f"{model}: {r['path']} is {base['seconds'] / r['seconds']:.1f}x naive")
+    print("\n".join(overhead_lines(results)), flush=True)
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -10,8 +10,10 @@ routes each message, upload and button press to the flow it belongs to:
 
 1. a typed ``x,y,w,h`` box while an inpaint waits for its mask → the vision flow;
 2. a ledger command ("find images like…", "reproduce #id") → the ledger commands;
-3. the interview or a tweak in progress → the studio;
-4. anything else → the free chat agent (which may call ``generate_image``).
+3. "change the hat on the left to a red beret" once there is a picture → masks from
+   words (:mod:`assistant.chat.mask_words`);
+4. the interview or a tweak in progress → the studio;
+5. anything else → the free chat agent (which may call ``generate_image``).
 
 Buttons go through one :class:`~assistant.studio.actions.ActionTable` merged from the
 three flows' tables.
@@ -20,6 +22,7 @@ three flows' tables.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -34,6 +37,7 @@ from assistant.chat.control_flow import ControlFlow, english_prompt_writer
 from assistant.chat.image_tool import attach_controls
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
+from assistant.chat.mask_words import MaskWordsFlow
 from assistant.chat.state import HISTORY_KEPT, ChatState, Turn
 from assistant.chat.vision_flow import VisionFlow
 from assistant.studio.actions import ActionSpec, ActionTable
@@ -53,6 +57,8 @@ from tools.llm.ollama_gateway import (
     unavailable,
 )
 from vision.caption import OllamaCaptioner
+from vision.grounding.factory import make_segmenter
+from vision.grounding.regions import Segmenter
 from vision.uploads import load_upload
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,7 @@ class Conversation:
         best_of_factory: Callable[[BaseChatModel], BestOf] | None = None,
         best_of_default: bool = False,
         token_counter: TokenCounter | None = None,
+        segmenter: Callable[[], Segmenter] | None = None,
     ) -> None:
         self.settings = settings
         self.gateway = gateway
@@ -112,6 +119,8 @@ class Conversation:
         self.best_of_default = best_of_default
         self.token_counter = token_counter
         self.table = ActionTable()  # every flow's buttons, once the flows exist
+        self.segmenter = segmenter or functools.cache(lambda: make_segmenter(self.settings))
+        self.mask_words: MaskWordsFlow | None = None
 
     @property
     def lang(self) -> str:
@@ -178,7 +187,7 @@ class Conversation:
         self.studio = Studio(
             chat_model, runner, state=self.state, family=self.family,
             best_of=best_of, best_of_default=self.best_of_default,
-            token_counter=self.token_counter,
+            token_counter=self.token_counter, upscalers_dir=self.settings.upscalers_dir,
         )
         if self.panel is not None:
             self.studio.apply_panel(self.panel)
@@ -199,7 +208,8 @@ class Conversation:
         )
         for tool in self.tools:
             attach_controls(tool, self.control.units)
-        flows = [self.ledger_chat, self.vision, self.control, self.studio]
+        self.mask_words = MaskWordsFlow(self.vision, self.segmenter, chat_model)
+        flows = [self.ledger_chat, self.vision, self.mask_words, self.control, self.studio]
         self.table = ActionTable.merged(*(f.table for f in flows if f is not None))
 
     def _system_prompt(self) -> str:
@@ -243,6 +253,10 @@ class Conversation:
         command = parse_ledger_command(text) if self.ledger_chat is not None else None
         if self.ledger_chat is not None and command is not None:
             await self._guarded(self.ledger_chat.handle(command, ui), ui)
+            return
+        if self.mask_words is not None and self.mask_words.wants_message(text):
+            await self._guarded(self.mask_words.on_message(text, ui), ui)  # "change the hat…"
+            self.history.append(HumanMessage(text))
             return
         if self.studio is not None and self.studio.wants_message:
             await self._guarded(self.studio.on_message(text, ui), ui)

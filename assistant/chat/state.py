@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,6 +44,8 @@ class InpaintState(BaseModel):
     (painted, uploaded, or typed as a box)."""
 
     awaiting_mask: str | None = None
+    # the newest picture of the chat (uploaded or made): what "change the hat…" edits
+    last_image: Path | None = None
 
 
 class ChatState(StudioSession):

@@ -30,6 +30,7 @@ from assistant.studio.actions import (
     SeedPayload,
 )
 from assistant.studio.best_of import BestOf
+from assistant.studio.hires import upscaled_init
 from assistant.studio.panel import PanelChoice
 from assistant.studio.state import ShownImage, StudioSession, StudioState
 from tools.core.engine import GeneratedImage
@@ -91,7 +92,9 @@ class Studio:
         best_of: BestOf | None = None,
         best_of_default: bool = False,
         token_counter: TokenCounter | None = None,
+        upscalers_dir: Path | None = None,
     ) -> None:
+        self.upscalers_dir = upscalers_dir
         self.session = state if state is not None else StudioSession()
         self.counter = counter or LLMCallCounter()
         self.token_counter = token_counter
@@ -324,14 +327,22 @@ class Studio:
         if size is None:
             await ui.say(msg("too_big_upscale", self.lang, width=last.width, height=last.height))
             return
+        init, note = await upscaled_init(last.path, size[0] / last.width, self.upscalers_dir,
+                                         self.lang)
+        await ui.say(note)
         request = last.request.model_copy(
             update={
                 "width": size[0],
                 "height": size[1],
-                "init_image": last.path,
+                "init_image": init,
+                "hires": None,
                 "strength": 0.35,
                 "batch_size": 1,
                 "seed": last.seed,
             }
         )
-        await self._run(ImageRequest.model_validate(request.model_dump()), ui)
+        try:
+            await self._run(ImageRequest.model_validate(request.model_dump()), ui)
+        finally:
+            if init != last.path:  # the upscaler's temporary PNG
+                init.unlink(missing_ok=True)

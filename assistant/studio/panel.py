@@ -11,6 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from assistant.prompting.spec import native_size
+from assistant.studio.hires import (
+    HIRES_DENOISING,
+    HIRES_SCALES,
+    HIRES_STEPS,
+    INPAINT_AREAS,
+    hires_overrides,
+)
 from tools.core.messages import msg
 from tools.core.samplers import SAMPLERS
 
@@ -59,6 +66,11 @@ FIELDS: list[Field] = [
     Field("fast", "switch", "panel_fast", False),
     Field("best_of", "switch", "panel_best_of", False),
     Field("negative_preset", "select", "panel_negative_preset", "full", list(NEGATIVE_PRESETS)),
+    Field("hires_scale", "select", "panel_hires_scale", "off", HIRES_SCALES),
+    Field("hires_upscaler", "text", "panel_hires_upscaler", "Latent"),
+    Field("hires_steps", "select", "panel_hires_steps", "0", HIRES_STEPS),
+    Field("hires_denoising", "select", "panel_hires_denoising", "0.5", HIRES_DENOISING),
+    Field("inpaint_area", "select", "panel_inpaint_area", "auto", INPAINT_AREAS),
 ]
 
 
@@ -95,6 +107,7 @@ def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
     batch = values.get("batch_size")
     if batch:
         out.overrides["batch_size"] = max(1, min(4, int(float(batch))))
+    out.overrides.update(hires_overrides(values))
     if values.get("fast"):
         out.overrides["fast"] = True
     out.presets = NEGATIVE_PRESETS.get(str(values.get("negative_preset", "full")))

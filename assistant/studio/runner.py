@@ -119,8 +119,9 @@ class ImageRunner:
     ) -> tuple[list[GeneratedImage], list[Path]]:
         """Generate, save, record and report; raises GenerationCancelled / EngineError."""
         request = request.with_seed()
-        if isinstance(self.runner, JobQueue):
-            images = await self.runner.submit(request, on_event=self.on_event)
+        if isinstance(self.runner, JobQueue):  # the job is the chat's (its thread id)
+            owner = (context.thread_id if context else "") or self.context.thread_id
+            images = await self.runner.submit(request, on_event=self.on_event, owner=owner)
         else:
             images = await asyncio.to_thread(self.runner.generate, request, self._on_step)
         paths = await asyncio.to_thread(self.save, images)

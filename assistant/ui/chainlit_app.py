@@ -29,6 +29,7 @@ from assistant.chat.conversation import Conversation
 from assistant.chat.state import ChatState
 from assistant.chat.vision_flow import MASK_ACTION
 from assistant.ui import compat as chainlit_compat
+from assistant.ui.handover import Left, after_resume, hand_over, left_page, turn_running
 from assistant.ui.persistence import local_user, make_data_layer, mount_files
 from assistant.ui.render import ACTION, ChainlitUI, ImageReporter, widgets
 from tools.core.errors import EgakiError
@@ -100,7 +101,11 @@ async def _build_conversation() -> Conversation:
         return conv
     session = cl.context.session
     state = ChatState.start(getattr(session, "language", None) or "en", session.thread_id or "")
-    reporter = ImageReporter(lambda: state.lang)
+    user = session.user.identifier if session.user else ""
+    reporter = ImageReporter(
+        lambda: state.lang,
+        lambda owners, lang: APP.closed_tabs.describe_ahead(owners, lang, user),
+    )
     cl.user_session.set("reporter", reporter)
     conv = await APP.open_chat(state, reporter)
     cl.user_session.set("conversation", conv)
@@ -184,13 +189,38 @@ def _remember(conv: Conversation) -> None:
 
 @cl.on_chat_resume
 async def on_chat_resume(thread: ThreadDict) -> None:
+    """A saved chat reopened: its state restored, or, when its old page went away while
+    its picture was still drawing, that very chat, whose picture then arrives here."""
+    left = APP.closed_tabs.page_back(thread["id"])
+    if isinstance(left, Left):
+        hand_over(left)
     conv = await _conversation()
     snapshot = cl.user_session.get("egaki")
-    if isinstance(snapshot, dict):
+    if not isinstance(left, Left) and isinstance(snapshot, dict):
         conv.restore(snapshot)
     await _send_panel(conv)
-    if await conv.ensure_model(ChainlitUI()) and conv.studio and conv.studio.spec:
+    after_resume(_guard(conv, _resumed(conv, drawing=isinstance(left, Left)), "resuming"))
+
+
+async def _resumed(conv: Conversation, drawing: bool) -> None:
+    """What a reopened chat shows under its history: the buttons to go on from its last
+    picture; nothing while its picture still draws (that turn shows its own progress,
+    picture and buttons here)."""
+    if drawing or not await conv.ensure_model(ChainlitUI()):
+        return
+    if conv.studio and conv.studio.spec:
         await ChainlitUI().show(msg("after_images", conv.lang), conv.studio.actions())
+
+
+@cl.on_chat_end
+async def on_chat_end() -> None:
+    """The page went away (closed, reloaded or disconnected). Chainlit saves the user
+    session right after this: keep Egaki's state in it current; a picture still in the
+    queue runs on unattended (:mod:`assistant.ui.handover`)."""
+    conv = cl.user_session.get("conversation")
+    if isinstance(conv, Conversation):
+        _remember(conv)
+        left_page(APP, conv, cl.user_session.get("first_words") or "")
 
 
 @cl.on_settings_update
@@ -230,9 +260,10 @@ async def _guard(conv: Conversation, work: Any, what: str, words: str = "") -> N
     named once): see :func:`_save_thread`.
     """
     try:
-        await work
-        _remember(conv)
-        await _save_thread(conv, words)
+        with turn_running():
+            await work
+            _remember(conv)
+            await _save_thread(conv, words)
     except EgakiError as err:
         await cl.Message(content=err.localized(conv.lang)).send()
     except Exception as err:  # the UI is the one place that catches everything

@@ -28,6 +28,7 @@ from tools.core.events import (
     ProgressEvent,
     QueuePosition,
     StepProgress,
+    TimeEstimate,
 )
 from tools.core.messages import msg
 from tools.llm.ollama_gateway import PullProgress
@@ -119,15 +120,22 @@ class ChainlitUI:
 class ImageReporter:
     """Shows a job's queue position, step progress and finished images in the chat.
 
-    Implements :class:`assistant.app.ImageDisplay`; ``lang_of`` gives the chat's language.
+    Implements :class:`assistant.app.ImageDisplay`; ``lang_of`` gives the chat's language,
+    ``describe_ahead(owners, lang)`` a line for each job ahead worth naming (a picture of
+    a chat whose tab was closed, :class:`assistant.studio.closed_tabs.ClosedTabs`).
     """
 
-    def __init__(self, lang_of: Callable[[], str] = lambda: "en") -> None:
+    def __init__(
+        self,
+        lang_of: Callable[[], str] = lambda: "en",
+        describe_ahead: Callable[[tuple[str, ...], str], list[str]] = lambda owners, lang: [],
+    ) -> None:
         self._status: cl.Message | None = None
         self._preview: cl.Image | None = None
         self._last = 0.0
         self._downloads: dict[str, tuple[int, int]] = {}
         self.lang_of = lang_of
+        self.describe_ahead = describe_ahead
 
     async def _show(self, text: str, force: bool = False) -> None:
         now = time.monotonic()
@@ -145,9 +153,11 @@ class ImageReporter:
         """Show one of the job's typed events (queue, download, load, steps)."""
         lang = self.lang_of()
         match event:
-            case QueuePosition(ahead=ahead):
+            case QueuePosition(ahead=ahead, owners=owners):
                 if ahead:
-                    await self._show(msg("queue_position", lang, ahead=ahead), True)
+                    lines = [msg("queue_position", lang, ahead=ahead),
+                             *self.describe_ahead(owners, lang)]
+                    await self._show("\n\n".join(lines), True)
             case ModelLoading(name=name):
                 await self._show(msg("loading_model", lang, name=name), True)
             case Optimising(name=name):
@@ -158,6 +168,10 @@ class ImageReporter:
                 await self._downloading(label, done, total, lang)
             case StepProgress(step=step, total=total, preview=preview):
                 await self._step(step, total, preview, lang)
+            case TimeEstimate(seconds=seconds, width=width, height=height, steps=steps):
+                text = msg("time_estimate", lang, width=width, height=height,
+                           minutes=max(1, round(seconds / 60)), steps=steps)
+                await cl.Message(content=text).send()
 
     async def _downloading(self, label: str, done: int, total: int | None, lang: str) -> None:
         """One bar for all files of the download, however many the hub fetches at once."""
@@ -205,7 +219,8 @@ class ImageReporter:
         ids = " ".join(f"#{g.ledger_id}" for g in images if g.ledger_id)
         lines = [
             msg("result_caption", self.lang_of(), seeds=", ".join(str(g.seed) for g in images),
-                width=req.width, height=req.height, steps=req.steps, sampler=req.sampler,
+                width=req.output_size[0], height=req.output_size[1], steps=req.steps,
+                sampler=req.sampler,
                 cfg=f"{req.cfg_scale:g}", ids=f" · {ids}" if ids else ""),
             *([f"⏱ {images[0].duration_s:.1f} s · {images[0].peak_memory}"]
               if images[0].peak_memory else []),

@@ -12,6 +12,9 @@
 //   action    action callback name (default "egaki_mask")
 //   submit    true when shown with cl.AskElementMessage: answer with submitElement()
 //   sent      true once a mask was sent (the element is then read-only)
+//   mask      optional data URL of a proposed mask (white = repaint), painted in at the
+//             start so the person can accept or touch it up (masks from words)
+//   instruction  optional text typed into the instruction field at the start
 //
 // "Use this mask" sends a PNG data URL at width x height: white = repaint, black = keep:
 //   callAction({name: action, payload: {mask, image_id, instruction}})
@@ -68,7 +71,7 @@ export default function MaskPainter() {
   const [size, setSize] = useState(null);
   const [tool, setTool] = useState('brush');
   const [brush, setBrush] = useState(40);
-  const [instruction, setInstruction] = useState('');
+  const [instruction, setInstruction] = useState(props.instruction || '');
   const [status, setStatus] = useState(props.sent ? 'sent' : 'idle');
   const [message, setMessage] = useState('');
   const [undoCount, setUndoCount] = useState(0);
@@ -88,8 +91,34 @@ export default function MaskPainter() {
       canvas.height = size.h;
       history.current = [];
       setUndoCount(0);
+      if (props.mask && !props.sent) paintProposed(canvas, size);
     }
   }, [size]);
+
+  function paintProposed(canvas, { w, h }) {
+    // The proposed mask, scaled to the image, becomes paint where it is white.
+    const img = new Image();
+    img.onload = () => {
+      const tmp = document.createElement('canvas');
+      tmp.width = w;
+      tmp.height = h;
+      const tctx = tmp.getContext('2d');
+      tctx.drawImage(img, 0, 0, w, h);
+      const src = tctx.getImageData(0, 0, w, h).data;
+      const ctx = canvas.getContext('2d');
+      const out = ctx.createImageData(w, h);
+      for (let i = 0; i < src.length; i += 4) {
+        if (src[i] >= 128) {
+          out.data[i] = 255;
+          out.data[i + 1] = 45;
+          out.data[i + 2] = 85;
+          out.data[i + 3] = 255;
+        }
+      }
+      ctx.putImageData(out, 0, 0);
+    };
+    img.src = props.mask;
+  }
 
   function point(e) {
     const canvas = canvasRef.current;

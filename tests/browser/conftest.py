@@ -60,7 +60,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _skipped_because: list[str] = []
 
 try:
-    import playwright.sync_api  # noqa: F401
+    from playwright.sync_api import expect
+    # Assertions wait as long as actions do: two test workers and an app process share the
+    # CPU, and a page that shows 6 s late is slow, not broken.
+    expect.set_options(timeout=20_000)
 except ImportError:  # the test modules import it: don't even collect them
     collect_ignore_glob = ["test_*.py"]
     _skipped_because.append(

@@ -55,7 +55,7 @@ def test_enter_before_the_socket_connects_is_held_then_answered(
     page.route(SOCKET, hold)
     page.goto(app.url)
     chat = ChatPage(page)
-    expect(chat.composer).to_be_visible()
+    expect(chat.composer).to_be_visible(timeout=30_000)  # after the login round trip
     page.wait_for_function("window.egakiComposerReady === true")  # loads beside the page
     chat.composer.fill("ビーチバレーの写真を作りたい")
     chat.composer.press("Enter")  # not chat.send(): no waiting for the send button

@@ -169,7 +169,9 @@ def test_parses_v19_infotext_with_schedule_type_quotes_and_lora_hashes() -> None
     req = infotext_to_request(parsed)
     assert req.sampler == "DPM++ 2M Karras"  # Sampler + Schedule type folded
     assert (req.width, req.height, req.steps, req.cfg_scale) == (512, 768, 28, 6.5)
-    assert req.seed == 3141592653 and req.strength == 0.45
+    assert req.seed == 3141592653 and req.strength == 0.75  # 0.45 is the hires pass's
+    assert req.hires is not None and (req.hires.scale, req.hires.denoising) == (2, 0.45)
+    assert req.hires.upscaler == "R-ESRGAN 4x+"
     assert "<lora:kimono_style_v2:0.8>" in req.prompt and req.loras == []
     assert req.model is None
     assert infotext_to_request(parsed, with_model=True).model == "dreamshaper_8"
@@ -246,9 +248,9 @@ def test_clip_skip_is_reused_written_back_and_one_when_absent() -> None:
 
 def test_settings_egaki_ignores_are_listed_with_syntax_it_reads_as_words() -> None:
     reuse = reuse_infotext(parse_infotext(A1111_V19_SAMPLE))
-    assert reuse.ignored == ["Model", "Hires prompt", "Hires upscale", "Hires upscaler"]
+    assert reuse.ignored == ["Model", "Hires prompt"]  # hires fix itself is honoured
     assert reuse_infotext(parse_infotext(A1111_V19_SAMPLE), with_model=True).ignored == [
-        "Hires prompt", "Hires upscale", "Hires upscaler"]
+        "Hires prompt"]
     assert reuse.unsupported == []  # weights, LoRA tags and embeddings are all honoured
     text = ("a [cat:dog:0.5] AND a fox\nNegative prompt: [ugly|bad]\n"
             "Steps: 20, Sampler: Euler, Emphasis: No norm, ENSD: 31337, Size: 512x512")

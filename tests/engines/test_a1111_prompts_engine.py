@@ -289,7 +289,8 @@ A1111_PNG = (
     "(masterpiece:1.2), a red ((cat)) on a [sofa] BREAK snowy window, zqstyle\n"
     "Negative prompt: (worst quality:1.4), blurry\n"
     "Steps: 3, Sampler: Euler, CFG scale: 7, Seed: 42, Size: 70x90, Model hash: 1234abcd, "
-    'Model: someones_model, Clip skip: 2, Hires upscale: 2, TI hashes: "zqstyle: 0123456789ab", '
+    "Model: someones_model, Clip skip: 2, ADetailer model: face_yolov8n.pt, "
+    'TI hashes: "zqstyle: 0123456789ab", '
     "Version: v1.10.1"
 )
 
@@ -346,7 +347,7 @@ async def test_a1111_png_reuse_honours_weights_break_embedding_and_clip_skip(
     await flow.on_upload(upload, ui)
     card = ui.shown[-1]
     assert "70x90" in card and "72x88" in card  # snapped to multiples of 8, and said so
-    assert "Not reused" in card and "Hires upscale" in card and "Model" in card
+    assert "Not reused" in card and "ADetailer model" in card and "Model" in card
     assert "plain words" not in card  # every piece of its prompt syntax is honoured
 
     await flow.on_action(REUSE, {"image_id": upload.id}, ui)

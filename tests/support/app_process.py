@@ -160,7 +160,7 @@ class AppProcess:
 def header_login(url: str, host: str | None = None) -> httpx.Response:
     """POST /auth/header as the login page does; the response sets the auth cookie."""
     headers = {"Host": host} if host else {}
-    return httpx.post(f"{url}/auth/header", headers=headers, timeout=10)
+    return httpx.post(f"{url}/auth/header", headers=headers, timeout=30)
 
 
 def _now() -> str:
@@ -286,7 +286,7 @@ class ChatClient:
         return sum(1 for e, _ in self.events if e == event)
 
     async def wait_for(
-        self, predicate: Callable[[ChatClient], bool], timeout: float = 20.0
+        self, predicate: Callable[[ChatClient], bool], timeout: float = 60.0
     ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -295,11 +295,11 @@ class ChatClient:
             await asyncio.sleep(0.05)
         raise AssertionError(f"timed out; messages so far: {self.texts()}")
 
-    async def wait_text(self, needle: str, timeout: float = 20.0) -> str:
+    async def wait_text(self, needle: str, timeout: float = 60.0) -> str:
         await self.wait_for(lambda c: any(needle in t for t in c.texts()), timeout)
         return next(t for t in self.texts() if needle in t)
 
-    async def wait_event(self, name: str, timeout: float = 20.0) -> Any:
+    async def wait_event(self, name: str, timeout: float = 60.0) -> Any:
         """The payload of the first ``name`` event, waiting for it if needed."""
         try:
             await self.wait_for(lambda c: c.count(name) > 0, timeout)

@@ -25,9 +25,11 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class QueuePosition:
-    """``ahead`` jobs run before this one; 0 means it is starting now."""
+    """``ahead`` jobs run before this one; 0 means it is starting now. ``owners`` names
+    whose they are (the running one first; "" for a job without an owner)."""
 
     ahead: int
+    owners: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,17 @@ class StepProgress:
     preview: Image.Image | None = None
 
 
-EngineEvent = Downloading | ModelLoading | Optimising | ModelLoaded
+@dataclass(frozen=True)
+class TimeEstimate:
+    """The job about to run will take about ``seconds`` (this machine's measured speed)."""
+
+    seconds: float
+    width: int
+    height: int
+    steps: int
+
+
+EngineEvent = Downloading | ModelLoading | Optimising | ModelLoaded | TimeEstimate
 ProgressEvent = QueuePosition | StepProgress | EngineEvent
 
 # Called on the engine's worker thread; must return quickly and never raise.

@@ -42,6 +42,10 @@ def _check_side(v: int) -> int:
 Side = Annotated[int, Field(ge=64, le=MAX_SIDE), AfterValidator(_check_side)]
 SamplerName = Annotated[str, AfterValidator(canonical_sampler)]
 Mode = Literal["txt2img", "img2img", "inpaint"]
+# "auto": only the masked area (at the model's native size) when the picture is larger
+InpaintArea = Literal["auto", "masked", "whole"]
+LATENT_UPSCALERS = ("Latent", "Latent (antialiased)", "Latent (bicubic)",
+                    "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)")
 
 
 class LoraRef(BaseModel):
@@ -89,6 +93,33 @@ class ControlUnit(BaseModel):
         return self
 
 
+class HiresFix(BaseModel):
+    """A1111's hires fix: upscale the first pass by ``scale`` with ``upscaler`` (a latent
+    mode, ``Lanczos``/``Nearest``, or an upscaler model's file stem), then img2img at that
+    size for ``steps`` (0 = as many as the first pass) with ``denoising`` strength."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float = Field(2.0, ge=1.0, le=4.0)
+    upscaler: str = Field("Latent", min_length=1, max_length=200)
+    steps: int = Field(0, ge=0, le=150)
+    denoising: float = Field(0.5, gt=0.0, le=1.0)
+
+    @field_validator("upscaler")
+    @classmethod
+    def _plain_upscaler(cls, v: str) -> str:
+        if "/" in v or "\\" in v or ".." in v or not _LORA_NAME.match(v):
+            raise ValueError(
+                f"upscaler {v!r} must be Latent, Lanczos, Nearest or a file name inside the "
+                "upscalers folder (no paths)"
+            )
+        return v
+
+    def target(self, width: int, height: int) -> tuple[int, int]:
+        """The second pass's size (A1111: the scaled size, down to a multiple of 8)."""
+        return int(width * self.scale) // 8 * 8, int(height * self.scale) // 8 * 8
+
+
 class ImageRequest(BaseModel):
     """Everything needed to make (and later reproduce) one batch of images."""
 
@@ -113,6 +144,9 @@ class ImageRequest(BaseModel):
         None, ge=1, le=12, description="A1111 clip skip (1 = none); None = the configured one"
     )
     controls: list[ControlUnit] = Field(default_factory=list, max_length=4)
+    hires: HiresFix | None = None
+    inpaint_area: InpaintArea = "auto"
+    inpaint_padding: int = Field(32, ge=0, le=256, description="px around the masked area")
 
     @model_validator(mode="after")
     def _check_combination(self) -> ImageRequest:
@@ -123,9 +157,31 @@ class ImageRequest(BaseModel):
             )
         if self.mask_image is not None and self.init_image is None:
             raise ValueError("a mask needs an init image to paint into")
+        if self.hires is not None:
+            self._check_hires(self.hires)
         if self.seed == -1:
             self.seed = None
         return self
+
+    def _check_hires(self, hires: HiresFix) -> None:
+        if self.init_image is not None:
+            raise ValueError("hires fix is for text-to-image; to enlarge a picture, use "
+                             "img2img at the larger size or the Upscale button")
+        w, h = hires.target(self.width, self.height)
+        fits = min(MAX_SIDE / max(self.width, self.height),
+                   (MAX_PIXELS / (self.width * self.height)) ** 0.5)
+        if max(w, h) > MAX_SIDE or w * h > MAX_PIXELS:
+            raise ValueError(
+                f"hires fix to {w}x{h} is larger than {MAX_SIDE} px a side or "
+                f"{MAX_PIXELS:,} pixels; use a scale of at most {int(fits * 100) / 100:g}"
+            )
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The size of the images made: the hires target when hires fix is on."""
+        if self.hires is not None:
+            return self.hires.target(self.width, self.height)
+        return self.width, self.height
 
     @property
     def mode(self) -> Mode:

@@ -199,6 +199,39 @@ class Settings(BaseSettings):
         "auto", description="UI language; auto follows the browser."
     )
 
+    # --- hires fix, upscalers, inpaint area (issue 19) -------------------------------------
+    upscalers_dir: Path | None = Field(
+        None,
+        description="Folder of upscaler models (.pth/.safetensors: Real-ESRGAN, 4x-UltraSharp"
+        "...), or an A1111 'models' folder (its ESRGAN/ and RealESRGAN/ are searched).",
+    )
+    inpaint_area: Literal["auto", "masked", "whole"] = Field(
+        "auto",
+        description="Inpaint only the masked area at the model's own size ('masked'), the "
+        "whole picture ('whole'), or auto = masked for pictures larger than the model's size.",
+    )
+
+    # --- closed tabs (a chat's page went away while its picture was queued) ------------
+    closed_tab_jobs: Literal["finish", "cancel"] = Field(
+        "finish",
+        description="A picture whose tab was closed before it started: finish it (saved "
+        "in its chat) or cancel it. A started one always finishes.",
+    )
+
+    # --- masks from words ("change the hat on the left to a red beret") -------------------
+    segmenter: Literal["auto", "clipseg", "owl-sam", "fake"] = Field(
+        "auto",
+        description="Finds a region from words: auto = an OWL detector + SAM when in the "
+        "segment models folder, else CLIPSeg; or 'fake' (a fixed box).",
+    )
+    segment_model: str = Field(
+        "CIDAS/clipseg-rd64-refined", description="CLIPSeg model: a hub id or a folder."
+    )
+    segment_models_dir: Path | None = Field(
+        None, description="Folder of segmentation models (<dir>/clipseg-rd64-refined, "
+        "<dir>/owlv2-base-patch16-ensemble, <dir>/sam-vit-base).",
+    )
+
     # --- ControlNet (pose / outlines / depth from a reference picture) -------------------
     controlnet_dir: Path | None = Field(
         None, description="Folder of ControlNet models (e.g. A1111 'models/ControlNet'): "

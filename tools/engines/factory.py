@@ -16,7 +16,7 @@ def build_engine(settings: Settings) -> ImageEngine:
     if settings.image_engine == "a1111":
         from tools.engines.remote.a1111 import A1111Engine
 
-        return A1111Engine(settings.a1111_url)
+        return A1111Engine(settings.a1111_url, inpaint_area=settings.inpaint_area)
     if settings.image_engine == "comfyui":
         from tools.engines.remote.comfyui import ComfyUIEngine
 

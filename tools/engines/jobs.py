@@ -14,6 +14,11 @@ engine's own events (downloads, model loading) while this job is the one running
 runs on the caller's event loop (never the worker thread) and may be a plain function or
 a coroutine. Cancelling the awaiting task, or calling :meth:`Job.cancel`, drops a waiting
 job before it runs and stops a running one through the engine's cancel event.
+
+A job may name its ``owner`` (a chat's thread id): :meth:`JobQueue.jobs_of` finds a
+chat's jobs (e.g. when its page went away), :meth:`Job.cancel_if_waiting` drops one only
+if it has not started, and each ``QueuePosition`` names the owners of the jobs ahead, so
+a chat can be told what it waits for (:meth:`JobQueue.refresh` tells them again).
 """
 
 from __future__ import annotations
@@ -58,16 +63,18 @@ class Job:
         request: ImageRequest,
         loop: asyncio.AbstractEventLoop,
         on_event: EventSink | None = None,
+        owner: str = "",
     ) -> None:
         self.id = next(_ids)
         self.request = request
+        self.owner = owner
         self.state = "waiting"  # waiting | running | done | cancelled | failed
         self.cancel_event = threading.Event()
         self._queue = queue
         self._loop = loop
         self._future: asyncio.Future[list[GeneratedImage]] = loop.create_future()
         self._on_event = on_event
-        self._last_position: int | None = None
+        self._last_position: tuple[int, tuple[str, ...]] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         # Callbacks run in the submitter's context (e.g. the chat session's context vars).
         self._context = contextvars.copy_context()
@@ -88,6 +95,11 @@ class Job:
     def cancel(self) -> bool:
         """Drop the job if waiting, or ask the engine to stop if running."""
         return self._queue._cancel(self)
+
+    def cancel_if_waiting(self, error: GenerationCancelled | None = None) -> bool:
+        """Drop the job only if it has not started (a started one runs on); its awaiter
+        gets ``error`` (default: "the image job was cancelled"). True if dropped."""
+        return self._queue._cancel(self, only_waiting=True, error=error)
 
     # --- called by the queue (worker thread or caller thread) ---------------------------
 
@@ -112,10 +124,12 @@ class Job:
         if self._on_event is not None:
             self._call_soon(self._on_event, event)
 
-    def _report_position(self, ahead: int) -> None:
-        if ahead != self._last_position:
-            self._last_position = ahead
-            self._emit(QueuePosition(ahead))
+    def _report_position(
+        self, ahead: int, owners: tuple[str, ...] = (), force: bool = False
+    ) -> None:
+        if force or (ahead, owners) != self._last_position:
+            self._last_position = (ahead, owners)
+            self._emit(QueuePosition(ahead, owners))
 
     def _step(self, step: int, total: int, preview: Any) -> None:
         """The engine's ``on_step`` (worker thread), forwarded as a typed event."""
@@ -160,9 +174,10 @@ class JobQueue:
         request: ImageRequest,
         *,
         on_event: EventSink | None = None,
+        owner: str = "",
     ) -> Job:
         """Add a job from inside a running event loop and return its handle at once."""
-        job = Job(self, request, asyncio.get_running_loop(), on_event)
+        job = Job(self, request, asyncio.get_running_loop(), on_event, owner)
         with self._cond:
             if self._closed:
                 raise RuntimeError("JobQueue is closed")
@@ -177,9 +192,10 @@ class JobQueue:
         request: ImageRequest,
         *,
         on_event: EventSink | None = None,
+        owner: str = "",
     ) -> list[GeneratedImage]:
         """Queue ``request``, wait for its turn and return its images."""
-        return await self.enqueue(request, on_event=on_event).result()
+        return await self.enqueue(request, on_event=on_event, owner=owner).result()
 
     def report(self, event: EngineEvent) -> None:
         """For the engine (worker thread): a download/load event of the running job.
@@ -199,6 +215,18 @@ class JobQueue:
     def busy(self) -> bool:
         with self._cond:
             return self._running is not None
+
+    def jobs_of(self, owner: str) -> list[Job]:
+        """``owner``'s jobs not yet finished: the running one first, then those waiting."""
+        with self._cond:
+            jobs = [self._running, *self._pending] if self._running else list(self._pending)
+            return [job for job in jobs if job is not None and job.owner == owner]
+
+    def refresh(self) -> None:
+        """Tell every waiting job its position again, even if unchanged: what the UI
+        says about the jobs ahead changed (e.g. the page of one of them went away)."""
+        with self._cond:
+            self._report_positions(force=True)
 
     def close(self, timeout: float | None = 10.0) -> None:
         """Cancel waiting jobs, stop the running one and join the worker thread."""
@@ -225,24 +253,28 @@ class JobQueue:
             self._thread = threading.Thread(target=self._work, name=self._thread_name, daemon=True)
             self._thread.start()
 
-    def _report_positions(self) -> None:
-        """Tell every waiting job how many jobs are ahead of it (caller holds the lock)."""
-        ahead = 1 if self._running is not None else 0
-        for index, job in enumerate(self._pending):
-            job._report_position(ahead + index)
+    def _report_positions(self, force: bool = False) -> None:
+        """Tell every waiting job how many jobs are ahead of it and whose they are
+        (caller holds the lock)."""
+        owners = [self._running.owner] if self._running is not None else []
+        for job in self._pending:
+            job._report_position(len(owners), tuple(owners), force)
+            owners.append(job.owner)
 
-    def _cancel(self, job: Job) -> bool:
+    def _cancel(
+        self, job: Job, only_waiting: bool = False, error: GenerationCancelled | None = None
+    ) -> bool:
         with self._cond:
             if job.state == "waiting" and job in self._pending:
                 self._pending.remove(job)
                 job.state = "cancelled"
                 self._report_positions()
-            elif job.state == "running":
+            elif job.state == "running" and not only_waiting:
                 job.cancel_event.set()
                 return True
             else:
                 return False
-        job._settle(None, _cancelled())
+        job._settle(None, error or _cancelled())
         return True
 
     def _next_job(self) -> Job | None:

@@ -36,6 +36,7 @@ from tools.core.request import ImageRequest, parse_request
 from tools.core.samplers import canonical_sampler
 from tools.infotext.controlnet import KEY as CONTROLNET_KEY
 from tools.infotext.controlnet import ControlSettings, controlnet_params, parse_controlnet
+from tools.infotext.hires import HIRES_KEYS, INPAINT_KEYS, hires_from_params, hires_params
 from tools.infotext.prompt_syntax import Unsupported, find_unsupported
 
 MAX_INFOTEXT_CHARS = 64_000  # two 8000-char prompts plus a generous settings line
@@ -49,9 +50,9 @@ _SCHEDULE_SUFFIXES = ("Karras", "Exponential")
 # Settings a reused infotext honours, and entries that only describe the picture (hashes
 # of files it used, the writer's version): neither is listed as ignored.
 HONOURED = frozenset({"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size",
-                      "Denoising strength", "Clip skip", "Pad conds"})
+                      "Denoising strength", "Clip skip", "Pad conds"}) | HIRES_KEYS
 DESCRIPTIVE = frozenset({"Model hash", "Lora hashes", "TI hashes", "Version", "VAE hash",
-                         "ControlNet runtime"})
+                         "ControlNet runtime"}) | INPAINT_KEYS
 
 
 def _version() -> str:
@@ -133,6 +134,7 @@ def format_infotext(gen: GeneratedImage, *, legacy_sampler: bool = False) -> str
         "Denoising strength": _num(req.strength) if req.mode != "txt2img" else None,
         "Clip skip": req.clip_skip if (req.clip_skip or 1) > 1 else None,  # as A1111
     }
+    params |= hires_params(req)  # first-pass size, the second pass's denoising
     # Engine extras (e.g. "Lora hashes") go where A1111 puts extra_generation_params.
     params |= {k: v for k, v in gen.extra.items() if k not in params}
     params |= {k: v for k, v in controlnet_params(req).items() if k not in params}
@@ -278,6 +280,9 @@ def reuse_infotext(parsed: ParsedInfotext, *, with_model: bool = False) -> Reuse
             raise InvalidRequest.of(
                 "infotext_unknown_sampler", sampler=shown, reason=str(err)
             ) from err
+    if hires := hires_from_params(parsed.params):
+        data |= hires
+        data.pop("strength", None)  # the second pass's, now in hires
     if with_model and parsed.params.get("Model"):
         data["model"] = parsed.params["Model"]
     return Reuse(

@@ -93,8 +93,8 @@ def png_row(path: Path, key: str) -> dict[str, Any] | None:
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
         "seed": request.seed or 0,
-        "width": request.width,
-        "height": request.height,
+        "width": request.output_size[0],  # the image's: hires fix makes it larger
+        "height": request.output_size[1],
         "model_name": parsed.params.get("Model", ""),
         "model_hash": parsed.params.get("Model hash", ""),
         "extra_json": json.dumps(

@@ -18,6 +18,10 @@ method each:
    progress/previews and honours ``cancel``;
 5. finish — paste the original back outside an inpaint mask; one
    :class:`~tools.core.engine.GeneratedImage` per image with the request that reproduces it.
+
+Hires fix runs 3-5 twice (:mod:`.passes.hires`); an inpaint on a picture larger than the
+model's native size runs them on the masked area only (:mod:`.passes.inpaint_area`);
+a job estimated to take a minute or more is announced first (:mod:`.passes.timing`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ from tools.engines.diffusers.models import (
     model_hash,
 )
 from tools.engines.diffusers.models import resolve_model as _resolve_model
+from tools.engines.diffusers.passes.hires import check_hires, run_hires
+from tools.engines.diffusers.passes.inpaint_area import crop_plan, native_side
+from tools.engines.diffusers.passes.timing import StepTimes
 from tools.engines.diffusers.pipeline_cache import LoadedModel, PipelineCache, optimise_reporter
 from tools.engines.diffusers.plan import Plan, plan_request
 from tools.engines.diffusers.previews import make_preview, tiny_decode, tiny_vae_ref
@@ -59,6 +66,7 @@ from tools.engines.diffusers.prompts.encoding import encode
 from tools.engines.diffusers.prompts.textual_inversion import EmbeddingRegistry
 from tools.engines.diffusers.vae_precision import tile_large_decodes
 from tools.engines.memory import PeakMeter
+from tools.engines.upscalers.tiled import load_upscaler
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +123,7 @@ class DiffusersEngine:
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
         self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
         self.controlnets = ControlNets(settings)
+        self.step_times = StepTimes(settings.cache_dir / "step_times.json")
         self.counter = TokenCounter(settings, self._resident_pipe, self.embeddings,
                                     settings.comma_padding_backtrack)
 
@@ -154,20 +163,43 @@ class DiffusersEngine:
     ) -> list[GeneratedImage]:
         # 1. plan
         plan = plan_request(request, self.settings, self.resolve_model)
+        if plan.request.hires is not None:
+            check_hires(plan.request.hires, plan.request.steps, self.settings.upscalers_dir)
         _check_cancel(cancel)
         with self._run_lock:
             # 2. load
             loaded = self.cache.get(plan.source, self.on_download)
             _check_cancel(cancel)
-            # 3. prepare
             _check_mode(loaded, plan.request)
-            prepared = self._prepare(loaded, plan, on_step)
-            # 4. denoise
-            step_end = self._step_end(loaded, prepared, plan.request, on_step, cancel)
-            kwargs = _pipe_kwargs(plan, prepared, step_end)
-            denoised = self._denoise(loaded, prepared, plan.request, kwargs)
-            # 5. finish
-            return self._finish(loaded, plan, prepared, denoised)
+            if plan.request.hires is not None:  # two passes (passes/hires.py)
+                return run_hires(plan, lambda p: self._run(loaded, p, on_step, cancel),
+                                 lambda: loaded.pipeline_for("img2img"), self._upscale_with,
+                                 self.settings.upscalers_dir)
+            crop = crop_plan(plan, native_side(loaded.pipe), self.settings.inpaint_area)
+            if crop is not None:  # only the masked area, at the native size
+                return crop.paste(self._run(loaded, crop.plan, on_step, cancel))
+            return self._run(loaded, plan, on_step, cancel)
+
+    def _run(self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None,
+             cancel: threading.Event | None) -> list[GeneratedImage]:
+        """Steps 3-5 for one pass of ``plan`` on the resident model."""
+        # 3. prepare
+        prepared = self._prepare(loaded, plan, on_step)
+        # 4. denoise
+        step_end = self._step_end(loaded, prepared, plan.request, on_step, cancel)
+        kwargs = _pipe_kwargs(plan, prepared, step_end)
+        measured = self.step_times.announce(
+            f"{loaded.device}:{'openvino' if loaded.openvino else 'torch'}:{loaded.family}",
+            plan.request, self.on_download)
+        denoised = self._denoise(loaded, prepared, plan.request, kwargs)
+        measured(denoised.elapsed)
+        # 5. finish
+        return self._finish(loaded, plan, prepared, denoised)
+
+    def _upscale_with(self, path: Path, image: Image.Image, scale: float) -> Image.Image:
+        """An upscaler model from the folder on this engine's device, tiled."""
+        device = self.cache.current.device if self.cache.current else "cpu"
+        return load_upscaler(path, device).upscale(image, scale)
 
     def _prepare(
         self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None
@@ -181,9 +213,7 @@ class DiffusersEngine:
         pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
         loras = self._apply_loras(loaded, pipe, plan)
         extra = self._infotext_extras(loras)
-        if control is not None:
-            self.controlnets.step_aside(loaded)
-            extra.update(control.extra)
+        extra.update(self.controlnets.after_loras(loaded, control))
         tiny = None
         if plan.tiny_decoder:
             tiny, why = loaded.tiny_vae(self.settings)

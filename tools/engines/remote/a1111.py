@@ -21,6 +21,7 @@ import httpx
 from tools.core.engine import GeneratedImage, StepCallback
 from tools.core.errors import EngineError, GenerationCancelled
 from tools.core.request import ImageRequest
+from tools.engines.diffusers.passes.inpaint_area import masked_box, wants_crop, working_size
 from tools.engines.remote.control import a1111_controlnet
 from tools.engines.remote.http import (
     decode_base64_image,
@@ -32,6 +33,20 @@ from tools.engines.remote.http import (
 # A1111 "Masked content": 0 fill, 1 original, 2 latent noise, 3 latent nothing.
 INPAINT_ORIGINAL = 1
 _SCHEDULE_SUFFIXES = ("Karras", "Exponential")
+
+
+def inpaint_area_fields(request: ImageRequest, mask: Any, area: str, native: int
+                        ) -> dict[str, Any]:
+    """A1111's "Inpaint area": only masked (``inpaint_full_res``) with padding, the crop
+    worked at ``width`` x ``height`` = the native pixel count at the crop's aspect; the
+    reply is still the full picture. Whole picture: at the request's size."""
+    choice = request.inpaint_area if request.inpaint_area != "auto" else area
+    box = masked_box(mask, request.inpaint_padding)
+    if box is None or not wants_crop(choice, mask.size, native):
+        return {"inpaint_full_res": False}
+    width, height = working_size((box[2] - box[0]) / (box[3] - box[1]), native)
+    return {"inpaint_full_res": True, "inpaint_full_res_padding": request.inpaint_padding,
+            "width": width, "height": height}
 
 
 def _unreachable(url: str, err: Exception) -> EngineError:
@@ -66,7 +81,11 @@ class A1111Engine:
         previews: bool = False,
         auth: tuple[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
+        inpaint_area: str = "auto",
+        native_side: int = 512,
     ) -> None:
+        self.inpaint_area = inpaint_area
+        self.native_side = native_side
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.poll_interval = poll_interval
@@ -119,9 +138,17 @@ class A1111Engine:
                     "mask": base64.b64encode(png_bytes(mask)).decode("ascii"),
                     "mask_blur": 4,
                     "inpainting_fill": INPAINT_ORIGINAL,
-                    "inpaint_full_res": False,
                     "inpainting_mask_invert": 0,
                 }
+                payload |= inpaint_area_fields(request, mask, self.inpaint_area, self.native_side)
+        if request.hires is not None:  # A1111's own hires fix, same fields as its UI
+            payload |= {
+                "enable_hr": True,
+                "hr_scale": request.hires.scale,
+                "hr_upscaler": request.hires.upscaler,
+                "hr_second_pass_steps": request.hires.steps,
+                "denoising_strength": request.hires.denoising,
+            }
         payload |= a1111_controlnet(request)  # the sd-webui-controlnet extension's units
         return payload
 

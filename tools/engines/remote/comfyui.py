@@ -10,6 +10,10 @@ bring their own API-format workflow plus a :class:`NodeMap` naming which node id
 the prompt text, the sampler settings, the latent size and so on. Batches run as one
 prompt per image (seed, seed+1, …) so every image's seed reproduces it alone. The graph
 building lives in :mod:`tools.engines.remote.comfyui_workflow`.
+
+Not passed to ComfyUI (its built-in workflow has no such nodes): inpainting of only the
+masked area (ComfyUI inpaints the whole picture at the request's size) and hires fix
+(the first pass alone is made; both are logged).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -42,6 +47,8 @@ from tools.engines.remote.http import decode_image_bytes, error_text, load_input
 __all__ = ["COMFY_SAMPLERS", "ComfyUIEngine", "NodeMap", "comfy_sampler", "default_workflow"]
 
 _HISTORY_POLL_S = 5.0  # fall back to /history if a websocket message went missing
+
+log = logging.getLogger(__name__)
 
 
 class ComfyUIEngine:
@@ -117,6 +124,8 @@ class ComfyUIEngine:
         if request.init_image is not None:
             init = load_input_image(request.init_image, size)
             names["init_name"] = self._upload(http, png_bytes(init))
+        if request.hires is not None or (request.mask_image and request.inpaint_area == "masked"):
+            log.warning("ComfyUI: hires fix / masked-area inpaint not in the built-in workflow")
         if request.mask_image is not None:
             mask = load_input_image(request.mask_image, size, mode="L").convert("RGB")
             names["mask_name"] = self._upload(http, png_bytes(mask))

@@ -118,11 +118,15 @@ class ControlNets:
         return self._pipes[key]
 
     @staticmethod
-    def step_aside(loaded: Any) -> None:
-        """The compiled graph has no residual inputs: eager for this job (the engine sets
-        ``paused`` again for the next one). OpenVINO's route sends such calls to torch."""
+    def after_loras(loaded: Any, job: ControlJob | None) -> dict[str, str]:
+        """Once LoRAs are set: the compiled graph has no residual inputs, so eager for this
+        job (the engine sets ``paused`` again for the next one; OpenVINO's route sends such
+        calls to torch by itself). Returns the job's infotext entries."""
+        if job is None:
+            return {}
         if loaded.compiled is not None:
             loaded.compiled.paused = True
+        return job.extra
 
     def clear(self) -> None:
         self._nets.clear()
