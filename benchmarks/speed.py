@@ -26,6 +26,9 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
 * ``hires`` / ``hires-esrgan`` — the ``egaki`` path with hires fix x2 (latent, or an
   ESRGAN-shaped upscaler model): see :mod:`benchmarks.hires_rows`; their overhead against
   ``egaki`` is printed at the end.
+* ``control`` — the ``egaki`` path with and without one ControlNet (Canny-shaped, random
+  weights), interleaved: the overhead per image and which runtime ran each side
+  (:mod:`benchmarks.control`).
 
 ``--models tiny`` builds a tiny SD1.5-shaped model instead: seconds, not minutes, to check
 that a path runs (its numbers mean nothing).
@@ -116,6 +119,11 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
 
     device = _device()
     size = SIZES[model]
+    if path_name == "control":
+        from benchmarks.control import control_overhead
+
+        return {"path": path_name, "model": model, "device": device, "size": size,
+                "steps": steps, **control_overhead(model_dir, taesd, size, steps, repeat, warmup)}
     t_load = time.perf_counter()
     if path_name == "naive":
         from diffusers import AutoPipelineForText2Image
@@ -237,8 +245,8 @@ def _long_row(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--models", help="sd15,sdxl or tiny (default: sd15 on CPU, both on GPU)")
-    p.add_argument("--paths", help="default: naive,torch,egaki,fast-torch,fast,long on CPU, "
-                   "naive,egaki,fast,long elsewhere")
+    p.add_argument("--paths", help="default: naive,torch,egaki,fast-torch,fast,long,control on "
+                   "CPU, naive,egaki,fast,long,control elsewhere")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--fast-steps", type=int, default=4, help="steps in fast mode (1-8)")
     p.add_argument("--repeat", type=int, default=None, help="timed runs (default 1 CPU, 5 GPU)")
@@ -251,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     device = _device()
     models = (a.models or ("sd15,sdxl" if device == "cuda" else "sd15")).split(",")
     repeat = a.repeat or (5 if device == "cuda" else 1)
-    paths = a.paths or ("naive,torch,egaki,fast-torch,fast,long" if device == "cpu"
-                        else "naive,egaki,fast,long")
+    paths = a.paths or ("naive,torch,egaki,fast-torch,fast,long,control" if device == "cpu"
+                        else "naive,egaki,fast,long,control")
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, models)
 
@@ -285,13 +293,19 @@ def main(argv: list[str] | None = None) -> int:
             if path_name == "long":
                 print(_long_row(r), flush=True)
                 continue
+            if path_name == "control":
+                from benchmarks.control import control_row
+
+                print(control_row(r), flush=True)
+                continue
             print(f"{model:5} {path_name:6} {r['size']}² {r['steps']:3d} steps  "
                   f"{r['seconds']:8.2f} s/img  {r['it_per_s']:6.2f} it/s  "
                   f"peak {r['peak_gib']:5.1f} GiB  (load {r['load_s']:.0f} s)", flush=True)
     for model in models:
         base = next((r for r in results if r["model"] == model and r["path"] == "naive"), None)
         for r in results:
-            if base and r["model"] == model and r is not base and r["path"] != "long":
+            if base and r["model"] == model and r is not base and r["path"] not in (
+                    "long", "control"):
                 print(f"{model}: {r['path']} is {base['seconds'] / r['seconds']:.1f}x naive")
     print("\n".join(overhead_lines(results)), flush=True)
     if a.json:

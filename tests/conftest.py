@@ -27,7 +27,8 @@ from tests.support.fake_ollama import FakeOllama
 from tools.core.settings import Settings
 
 # Fixture modules shared across test folders.
-pytest_plugins: list[str] = ["tests.support.tiny_pipelines", "tests.support.prompt_fixtures"]
+pytest_plugins: list[str] = ["tests.support.tiny_pipelines", "tests.support.prompt_fixtures",
+                             "tests.support.tiny_control"]
 
 
 @pytest.fixture

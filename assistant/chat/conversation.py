@@ -33,6 +33,8 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
 from assistant.chat.agent import AgentTurn, ChatAgent
+from assistant.chat.control_flow import ControlFlow, english_prompt_writer
+from assistant.chat.image_tool import attach_controls
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
 from assistant.chat.mask_words import MaskWordsFlow
@@ -123,6 +125,7 @@ class Conversation:
         self.studio: Studio | None = None
         self.panel: PanelChoice | None = None
         self.vision: VisionFlow | None = None
+        self.control: ControlFlow | None = None
         self.ledger_chat = ledger_chat
         self.best_of_factory = best_of_factory
         self.best_of_default = best_of_default
@@ -210,8 +213,16 @@ class Conversation:
             overrides=self.panel.overrides if self.panel else None,
             presets=self.panel.presets if self.panel else None,
         )
+        self.control = ControlFlow(
+            runner, self.settings, lang=lambda: self.lang, family=self.family,
+            panel=self.vision, write_prompt=english_prompt_writer(chat_model),
+            current_prompt=lambda: self.studio.spec.positive if self.studio and self.studio.spec
+            else None,
+        )
+        for tool in self.tools:
+            attach_controls(tool, self.control.units)
         self.mask_words = MaskWordsFlow(self.vision, self.segmenter, chat_model)
-        flows = [self.ledger_chat, self.vision, self.mask_words, self.studio]
+        flows = [self.ledger_chat, self.vision, self.mask_words, self.control, self.studio]
         self.table = ActionTable.merged(*(f.table for f in flows if f is not None))
 
     def _system_prompt(self) -> str:
@@ -248,6 +259,10 @@ class Conversation:
         assert self._agent is not None
         if self.vision is not None and self.vision.wants_message(text):
             await self._guarded(self.vision.on_message(text, ui), ui)
+            return
+        if self.control is not None and self.control.wants_message:  # what to draw, now
+            self.state.user_words = text
+            await self._guarded(self.control.on_message(text, ui), ui)
             return
         self.state.user_words = text  # stored with the images this message leads to
         command = parse_ledger_command(text) if self.ledger_chat is not None else None
@@ -357,6 +372,8 @@ class Conversation:
                     load_upload, path, self.settings, name=name, mime=mime
                 )
                 await vision.on_upload(upload, ui)
+                if self.control is not None:  # "keep this pose / these outlines…"
+                    await self.control.offer(upload, ui)
 
             await self._guarded(handle(), ui)
 

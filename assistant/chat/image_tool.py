@@ -13,18 +13,18 @@ them in the user's language. Texts here are for the model, so they stay English.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from langchain_core.tools import StructuredTool
+from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field, ValidationError
 
 from assistant.studio.runner import ImageRunner, ResultCallback
 from tools.core.engine import GeneratedImage, ImageEngine
-from tools.core.errors import GenerationCancelled, InvalidRequest
+from tools.core.errors import EgakiError, GenerationCancelled, InvalidRequest
 from tools.core.events import EventSink
-from tools.core.request import ImageRequest, format_validation_error, parse_request
+from tools.core.request import ControlUnit, ImageRequest, format_validation_error, parse_request
 from tools.core.samplers import DEFAULT_SAMPLER, SAMPLERS
 from tools.engines.jobs import JobQueue
 from tools.infotext.prompt_syntax import find_unsupported
@@ -84,6 +84,10 @@ class GenerateImageArgs(BaseModel):
         "new random image.",
     )
     batch_size: int | None = Field(None, description="How many variations to make at once, 1-8.")
+    control: Literal["pose", "composition", "outlines", "depth"] | None = Field(
+        None, description="Keep this from the picture the user uploaded last (ControlNet), "
+        "e.g. 'pose' for 'use the pose from the photo I sent'. Omit otherwise.",
+    )
 
 
 def _teach(err: ValidationError) -> str:
@@ -127,12 +131,22 @@ class _ToolCall:
         if unknown:
             raise ValueError(f"defaults has unknown ImageRequest fields: {sorted(unknown)}")
         self.shown = runner.on_result is not None
+        self.controls: ControlSource | None = None  # set by attach_controls
 
     def request(self, kwargs: dict[str, Any]) -> ImageRequest:
-        given = {k: v for k, v in kwargs.items() if v is not None}
+        given = {k: v for k, v in kwargs.items() if v is not None and k != "control"}
         return parse_request({**self.base, **given}).with_seed()
 
+    async def _with_control(self, request: ImageRequest, keep: str | None) -> ImageRequest:
+        if keep is None:
+            return request
+        if self.controls is None:
+            raise InvalidRequest.of("control_no_upload")
+        return request.model_copy(update={"controls": await self.controls(keep)})
+
     def run_sync(self, **kwargs: Any) -> str:
+        if kwargs.get("control") is not None:
+            return "control works only in the chat (asynchronous calls); call without it."
         try:
             request = self.request(kwargs)
         except InvalidRequest as err:
@@ -145,14 +159,26 @@ class _ToolCall:
 
     async def run_async(self, **kwargs: Any) -> str:
         try:
-            request = self.request(kwargs)
+            request = await self._with_control(self.request(kwargs), kwargs.get("control"))
         except InvalidRequest as err:
             return _fix_and_retry(err)
+        except EgakiError as err:  # e.g. the pose model is not on disk: the model says so
+            return f"{err.message} Tell the user; don't retry with control."
         try:
             images, paths = await self.runner.run(request)
         except GenerationCancelled:
             return _CANCELLED
         return summarize(images, paths, shown=self.shown)
+
+
+ControlSource = Callable[[str], Awaitable[list[ControlUnit]]]
+
+
+def attach_controls(tool: BaseTool, source: ControlSource) -> None:
+    """Let ``tool``'s ``control`` argument take maps from a chat's last upload."""
+    call = (tool.metadata or {}).get("egaki_call")
+    if isinstance(call, _ToolCall):
+        call.controls = source
 
 
 def _fix_and_retry(err: InvalidRequest) -> str:
@@ -192,4 +218,5 @@ def make_generate_image_tool(
         description=TOOL_DESCRIPTION,
         args_schema=GenerateImageArgs,
         handle_validation_error=_teach,
+        metadata={"egaki_call": call},
     )

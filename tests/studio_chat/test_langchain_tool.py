@@ -17,7 +17,7 @@ from tools.infotext.png import read_png_parameters
 from tools.infotext.text import infotext_to_request, parse_infotext
 
 FIELDS = {"prompt", "negative_prompt", "width", "height", "steps", "cfg_scale", "sampler",
-          "seed", "batch_size"}  # fmt: skip
+          "seed", "batch_size", "control"}  # fmt: skip
 
 
 @pytest.fixture

@@ -67,6 +67,32 @@ class LoraRef(BaseModel):
         return v
 
 
+class ControlUnit(BaseModel):
+    """One ControlNet: its control image (already preprocessed), which preprocessor made
+    it (``module``, as A1111 names them: ``canny``, ``depth_midas``, ``openpose``…;
+    ``none`` = the image is the control map), the ControlNet model (a hub id, a folder, a
+    file in the ControlNet folder; "" = the default for the module) and how strongly and
+    during which part of the denoising it steers (A1111's guidance start/end)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: Path
+    module: str = Field("none", min_length=1, max_length=64, pattern=r"^[\w.\-]+$")
+    model: str = Field("", max_length=500)
+    weight: float = Field(1.0, ge=0.0, le=2.0)
+    guidance_start: float = Field(0.0, ge=0.0, le=1.0)
+    guidance_end: float = Field(1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> ControlUnit:
+        if self.guidance_start >= self.guidance_end:
+            raise ValueError(
+                f"guidance start ({self.guidance_start}) has to be below guidance end "
+                f"({self.guidance_end}); e.g. 0 and 1 steer the whole denoising"
+            )
+        return self
+
+
 class HiresFix(BaseModel):
     """A1111's hires fix: upscale the first pass by ``scale`` with ``upscaler`` (a latent
     mode, ``Lanczos``/``Nearest``, or an upscaler model's file stem), then img2img at that
@@ -117,6 +143,7 @@ class ImageRequest(BaseModel):
     clip_skip: int | None = Field(
         None, ge=1, le=12, description="A1111 clip skip (1 = none); None = the configured one"
     )
+    controls: list[ControlUnit] = Field(default_factory=list, max_length=4)
     hires: HiresFix | None = None
     inpaint_area: InpaintArea = "auto"
     inpaint_padding: int = Field(32, ge=0, le=256, description="px around the masked area")

@@ -232,6 +232,22 @@ class Settings(BaseSettings):
         "<dir>/owlv2-base-patch16-ensemble, <dir>/sam-vit-base).",
     )
 
+    # --- ControlNet (pose / outlines / depth from a reference picture) -------------------
+    controlnet_dir: Path | None = Field(
+        None, description="Folder of ControlNet models (e.g. A1111 'models/ControlNet'): "
+        "single .safetensors/.pth files or diffusers folders.",
+    )
+    controlnet_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="ControlNet per control kind, e.g. {\"canny\": \"my_canny\", "
+        "\"sdxl:depth\": \"diffusers/controlnet-depth-sdxl-1.0\"}: a hub id, a folder or a "
+        "file in controlnet_dir; unset kinds use the built-in defaults.",
+    )
+    annotators_dir: Path | None = Field(
+        None, description="Folder of preprocessor (annotator) weights: lllyasviel/Annotators "
+        "files, or A1111's 'extensions/sd-webui-controlnet/annotator/downloads'.",
+    )
+
     @field_validator("ollama_host")
     @classmethod
     def _strip_slash(cls, v: str) -> str:

@@ -34,6 +34,8 @@ from tools.core.errors import InvalidRequest
 from tools.core.messages import msg
 from tools.core.request import ImageRequest, parse_request
 from tools.core.samplers import canonical_sampler
+from tools.infotext.controlnet import KEY as CONTROLNET_KEY
+from tools.infotext.controlnet import ControlSettings, controlnet_params, parse_controlnet
 from tools.infotext.hires import HIRES_KEYS, INPAINT_KEYS, hires_from_params, hires_params
 from tools.infotext.prompt_syntax import Unsupported, find_unsupported
 
@@ -49,8 +51,8 @@ _SCHEDULE_SUFFIXES = ("Karras", "Exponential")
 # of files it used, the writer's version): neither is listed as ignored.
 HONOURED = frozenset({"Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size",
                       "Denoising strength", "Clip skip", "Pad conds"}) | HIRES_KEYS
-DESCRIPTIVE = frozenset({"Model hash", "Lora hashes", "TI hashes", "Version", "VAE hash"}
-                        ) | INPAINT_KEYS
+DESCRIPTIVE = frozenset({"Model hash", "Lora hashes", "TI hashes", "Version", "VAE hash",
+                         "ControlNet runtime"}) | INPAINT_KEYS
 
 
 def _version() -> str:
@@ -135,6 +137,7 @@ def format_infotext(gen: GeneratedImage, *, legacy_sampler: bool = False) -> str
     params |= hires_params(req)  # first-pass size, the second pass's denoising
     # Engine extras (e.g. "Lora hashes") go where A1111 puts extra_generation_params.
     params |= {k: v for k, v in gen.extra.items() if k not in params}
+    params |= {k: v for k, v in controlnet_params(req).items() if k not in params}
     params["Version"] = VERSION_TAG
 
     settings = ", ".join(
@@ -234,6 +237,7 @@ class Reuse:
     snapped: tuple[tuple[int, int], tuple[int, int]] | None = None
     ignored: list[str] = field(default_factory=list)
     unsupported: list[Unsupported] = field(default_factory=list)
+    controls: list[ControlSettings] = field(default_factory=list)
 
 
 def reuse_infotext(parsed: ParsedInfotext, *, with_model: bool = False) -> Reuse:
@@ -286,6 +290,7 @@ def reuse_infotext(parsed: ParsedInfotext, *, with_model: bool = False) -> Reuse
         snapped=snapped,
         ignored=_ignored(parsed.params, with_model),
         unsupported=find_unsupported(parsed.prompt) + find_unsupported(parsed.negative_prompt),
+        controls=parse_controlnet(parsed.params),
     )
 
 
@@ -295,6 +300,8 @@ def _ignored(params: dict[str, str], with_model: bool) -> list[str]:
     for key, value in params.items():
         if key in HONOURED or key in DESCRIPTIVE or (key == "Model" and with_model):
             continue
+        if CONTROLNET_KEY.match(key):
+            continue  # told apart by reuse_notes: it needs a control image
         if key == "Emphasis" and value.strip() == "Original":
             continue  # A1111's default weighting, which Egaki's engine uses
         out.append(key)
@@ -314,6 +321,9 @@ def reuse_notes(reuse: Reuse | None, lang: str, *, limit: int = 6) -> list[str]:
     if reuse.ignored:
         shown = [k[:40] for k in reuse.ignored[:limit]] + ["…"] * (len(reuse.ignored) > limit)
         notes.append(msg("reuse_ignored", lang, fields=", ".join(shown)))
+    if reuse.controls:
+        units = "; ".join(u.describe() for u in reuse.controls)
+        notes.append(msg("reuse_controlnet", lang, units=units))
     if reuse.unsupported:
         found = list(dict.fromkeys(u.text[:60] for u in reuse.unsupported))
         shown = found[:limit] + ["…"] * (len(found) > limit)

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from tools.core.errors import EgakiError, EngineError, GenerationCancelled, Inva
 from tools.core.request import MAX_SEED, ImageRequest
 from tools.core.samplers import SAMPLERS, build_scheduler
 from tools.core.settings import Settings
+from tools.engines.diffusers.control.pipeline import ControlNets
 from tools.engines.diffusers.fast_lora import is_distilled, resolve_fast_lora
 from tools.engines.diffusers.hub import DownloadCallback
 from tools.engines.diffusers.lora import ResolvedLora
@@ -86,6 +87,7 @@ class _Prepared:
     extra: dict[str, str]  # A1111 ``extra_generation_params`` for the infotext
     tiny: Any | None  # TAESD decoding the result (fast/tiny mode), else the full VAE does
     preview_vae: Any | None  # TAESD for step previews, when available
+    control: dict[str, Any] = field(default_factory=dict)  # ControlNet __call__ arguments
 
 
 @dataclass
@@ -120,6 +122,7 @@ class DiffusersEngine:
         self.cache = cache or PipelineCache(settings)
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
         self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
+        self.controlnets = ControlNets(settings)
         self.step_times = StepTimes(settings.cache_dir / "step_times.json")
         self.counter = TokenCounter(settings, self._resident_pipe, self.embeddings,
                                     settings.comma_padding_backtrack)
@@ -148,6 +151,7 @@ class DiffusersEngine:
     def unload(self) -> None:
         """Free the resident model (e.g. before a large language model needs the GPU)."""
         self.cache.clear()
+        self.controlnets.clear()
 
     # --- generation --------------------------------------------------------------------
 
@@ -204,10 +208,12 @@ class DiffusersEngine:
         req = plan.request
         seeds = [(req.seed or 0) + i for i in range(req.batch_size)]
         seeds = [s % (MAX_SEED + 1) for s in seeds]  # stay valid A1111 seeds
-        pipe = loaded.pipeline_for(req.mode)
+        control = self.controlnets.prepare(loaded, req, self.on_download) if req.controls else None
+        pipe = control.pipe if control else loaded.pipeline_for(req.mode)
         pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
         loras = self._apply_loras(loaded, pipe, plan)
         extra = self._infotext_extras(loras)
+        extra.update(self.controlnets.after_loras(loaded, control))
         tiny = None
         if plan.tiny_decoder:
             tiny, why = loaded.tiny_vae(self.settings)
@@ -220,7 +226,7 @@ class DiffusersEngine:
             preview_vae = loaded.tiny_vae(self.settings)[0]
         tile_large_decodes(pipe.vae, req.width, req.height, self.settings.vae_tile_above_px,
                            self.settings.vae_tiling)
-        return _Prepared(pipe, seeds, extra, tiny, preview_vae)
+        return _Prepared(pipe, seeds, extra, tiny, preview_vae, control.kwargs if control else {})
 
     def _apply_loras(self, loaded: LoadedModel, pipe: Any, plan: Plan) -> list[ResolvedLora]:
         """Load the plan's LoRAs (plus the fast LoRA for a non-distilled model in fast
@@ -390,4 +396,5 @@ def _pipe_kwargs(plan: Plan, prepared: _Prepared, step_end: StepEnd) -> dict[str
         kwargs.update(image=plan.init, strength=req.strength)
     if mode == "inpaint":
         kwargs["mask_image"] = plan.mask
+    kwargs.update(prepared.control)
     return kwargs

@@ -22,6 +22,7 @@ from tools.core.engine import GeneratedImage, StepCallback
 from tools.core.errors import EngineError, GenerationCancelled
 from tools.core.request import ImageRequest
 from tools.engines.diffusers.passes.inpaint_area import masked_box, wants_crop, working_size
+from tools.engines.remote.control import a1111_controlnet
 from tools.engines.remote.http import (
     decode_base64_image,
     error_text,
@@ -148,6 +149,7 @@ class A1111Engine:
                 "hr_second_pass_steps": request.hires.steps,
                 "denoising_strength": request.hires.denoising,
             }
+        payload |= a1111_controlnet(request)  # the sd-webui-controlnet extension's units
         return payload
 
     # --- the protocol ----------------------------------------------------------------

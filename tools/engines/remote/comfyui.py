@@ -41,6 +41,7 @@ from tools.engines.remote.comfyui_workflow import (
     comfy_sampler,
     default_workflow,
 )
+from tools.engines.remote.control import add_controlnets
 from tools.engines.remote.http import decode_image_bytes, error_text, load_input_image, png_bytes
 
 __all__ = ["COMFY_SAMPLERS", "ComfyUIEngine", "NodeMap", "comfy_sampler", "default_workflow"]
@@ -128,11 +129,14 @@ class ComfyUIEngine:
         if request.mask_image is not None:
             mask = load_input_image(request.mask_image, size, mode="L").convert("RGB")
             names["mask_name"] = self._upload(http, png_bytes(mask))
+        controls = [self._upload(http, png_bytes(load_input_image(u.image, size)))
+                    for u in request.controls]
         total = request.steps * request.batch_size
         results: list[GeneratedImage] = []
         for i in range(request.batch_size):
             seed = request.seed + i
             wf = apply_request(workflow, nodes, request, seed, checkpoint=checkpoint, **names)
+            wf = add_controlnets(wf, nodes, request, controls) if controls else wf
             prompt_id = self._queue(http, wf, client_id)
             offset = i * request.steps
 

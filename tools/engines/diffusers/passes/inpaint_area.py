@@ -153,6 +153,8 @@ def crop_plan(plan: Plan, native: int, area: str | None = None) -> Crop | None:
     req = plan.request
     if req.mode != "inpaint" or plan.init is None or plan.mask is None:
         return None
+    if req.controls:  # a control map covers the whole picture, not the crop
+        return None
     choice = req.inpaint_area if req.inpaint_area != "auto" else (area or "auto")
     if not wants_crop(choice, plan.init.size, native):
         return None

@@ -1,0 +1,1 @@
+"""ControlNet for the local engine: model lookup and loading, the control pipelines."""
