@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain_core.language_models import BaseChatModel
 
 from assistant.chat.conversation import Conversation
-from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.state import ChatState
-from assistant.chat.tool_mode import ToolSupport
+from assistant.chat.tooling.image_tool import make_generate_image_tool
+from assistant.chat.tooling.tool_mode import ToolSupport
 from assistant.studio.best_of import BestOf
 from assistant.studio.closed_tabs import ClosedTabs
 from assistant.studio.flow import Runner

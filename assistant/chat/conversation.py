@@ -26,23 +26,24 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.tools import BaseTool
 
-from assistant.chat.agent import AgentTurn, ChatAgent
+from assistant.chat.chat_ui import ChatUI, pick_title
 from assistant.chat.control_flow import ControlFlow, english_prompt_writer
-from assistant.chat.image_tool import attach_controls
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.ledger_commands import parse_ledger_command
 from assistant.chat.mask_words import MaskWordsFlow
 from assistant.chat.state import HISTORY_KEPT, ChatState, Turn
-from assistant.chat.tool_mode import ToolSupport, text_tool_prompt
-from assistant.chat.tool_outcome import ToolReporter
+from assistant.chat.tooling.agent import AgentTurn, ChatAgent
+from assistant.chat.tooling.image_tool import attach_controls
+from assistant.chat.tooling.tool_mode import ToolSupport, text_tool_prompt
+from assistant.chat.tooling.tool_outcome import ToolReporter
 from assistant.chat.vision_flow import VisionFlow
-from assistant.studio.actions import ActionSpec, ActionTable
+from assistant.studio.actions import ActionTable
 from assistant.studio.best_of import BestOf
 from assistant.studio.flow import Runner, Studio, TokenCounter
 from assistant.studio.panel import PanelChoice, read_panel
@@ -72,21 +73,6 @@ from vision.uploads import load_upload
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_CHARS = 20_000
-
-
-class ChatUI(Protocol):
-    """What a conversation needs from the front end."""
-
-    async def say(self, text: str) -> None: ...
-    async def show(self, text: str, actions: list[ActionSpec]) -> None: ...
-    async def show_images(self, text: str, images: list[Path], actions: list[ActionSpec]) -> None:
-        ...
-    async def show_mask_painter(self, text: str, props: dict[str, Any]) -> None: ...
-    async def stream_token(self, token: str) -> None: ...
-    async def end_stream(self) -> None: ...
-    async def tool_step(self, name: str, arguments: str, outcome: str, ok: bool) -> None: ...
-    async def confirm_pull(self, model: str, lang: str) -> bool: ...
-    async def pull_progress(self, model: str, progress: PullProgress, lang: str) -> None: ...
 
 
 class Conversation:
@@ -156,11 +142,7 @@ class Conversation:
         candidates = [words, *captions[-1:]]
         if spec is not None:
             candidates += [" ".join(spec.user_words), spec.parts.subject]
-        for text in candidates:
-            text = " ".join(text.split())
-            if len(text) >= TITLE_MIN_CHARS and text.upper() not in TITLE_SAYS_LITTLE:
-                return _trim(text)
-        return ""
+        return pick_title(candidates)
 
     async def ensure_model(self, ui: ChatUI) -> bool:
         """Make the chat model usable; tell the user what to do when it isn't."""
@@ -407,11 +389,3 @@ class Conversation:
 
 __all__ = ["ChatUI", "Conversation", "unavailable"]
 
-
-TITLE_MIN_CHARS = 4  # "GO", "はい": too little to name a chat after
-TITLE_MAX_CHARS = 40
-TITLE_SAYS_LITTLE = frozenset({"GO", "OK", "YES", "おまかせ", "そのまま", "おねがい"})
-
-
-def _trim(text: str) -> str:
-    return text if len(text) <= TITLE_MAX_CHARS else text[: TITLE_MAX_CHARS - 1].rstrip() + "…"

@@ -5,7 +5,7 @@ saves the images as PNGs with A1111 infotext, records them in the ledger when a
 ``recorder`` is given (each image's ``ledger_id`` is set before the UI sees it) and
 hands the :class:`~tools.core.engine.GeneratedImage` objects to the UI through
 ``on_result``. The chat model's ``generate_image`` tool
-(:mod:`assistant.chat.image_tool`), the chat's buttons and the quality loop all use it,
+(:mod:`assistant.chat.tooling.image_tool`), the chat's buttons and the quality loop all use it,
 so every path saves, embeds metadata, records and displays identically.
 
 Engine failures (:class:`~tools.core.errors.EngineError`) propagate: the UI layer shows

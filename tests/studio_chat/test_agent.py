@@ -5,7 +5,7 @@ from __future__ import annotations
 from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 
-from assistant.chat.agent import ChatAgent
+from assistant.chat.tooling.agent import ChatAgent
 from tests.support.fake_chat import ScriptedChatModel, tool_call
 from tools.core.errors import InvalidRequest
 

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from assistant.chat.control_flow import KEEP_CONTROL, ControlFlow
-from assistant.chat.image_tool import attach_controls, make_generate_image_tool
+from assistant.chat.tooling.image_tool import attach_controls, make_generate_image_tool
 from tests.support.recording_ui import RecordingUI
 from tools.core.engine import GeneratedImage
 from tools.core.errors import InvalidRequest, ModelMissing

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from assistant.chat.image_tool import GenerateImageArgs, make_generate_image_tool
+from assistant.chat.tooling.image_tool import GenerateImageArgs, make_generate_image_tool
 from tools.core.engine import GeneratedImage
 from tools.engines.fake import FakeEngine
 from tools.engines.jobs import JobQueue

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from assistant.chat.conversation import Conversation
-from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.state import ChatState
-from assistant.chat.tool_mode import ToolSupport
+from assistant.chat.tooling.image_tool import make_generate_image_tool
+from assistant.chat.tooling.tool_mode import ToolSupport
 from assistant.studio.runner import ImageRunner
 from tests.support.backends import wire
 from tests.support.fake_ollama import FakeModel, FakeOllama, Reply

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from assistant.chat.conversation import Conversation
-from assistant.chat.image_tool import make_generate_image_tool
 from assistant.chat.state import ChatState
+from assistant.chat.tooling.image_tool import make_generate_image_tool
 from assistant.studio.runner import ImageRunner
 from tests.support.backends import wire
 from tests.support.fake_ollama import FakeOllama, Reply

@@ -81,7 +81,8 @@ class CapabilityMissing(EgakiError):
 
 class ToolsRefused(CapabilityMissing):
     """The server refused tool calling for this model (Ollama: HTTP 400 "does not support
-    tools"); the chat then writes tool calls as text instead (``assistant.chat.tool_mode``)."""
+    tools"); the chat then writes tool calls as text instead
+    (``assistant.chat.tooling.tool_mode``)."""
 
 
 # How servers say it (Ollama's /api/chat and /v1, LM Studio, vLLM without a tool parser)

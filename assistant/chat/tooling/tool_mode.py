@@ -4,7 +4,7 @@ Ollama answers HTTP 400 "… does not support tools" when ``tools`` are sent to 
 whose template has none (gemma3, SmolLM2, many small models); other servers silently drop
 them. Such a model still reaches the image: the agent gets the tools *unbound*, the system
 prompt gets :func:`text_tool_prompt` (the call written as one JSON object), and the agent
-runs a call written that way (:mod:`assistant.chat.text_tool_calls`).
+runs a call written that way (:mod:`assistant.chat.tooling.text_tool_calls`).
 
 What is known about a model is kept in one :class:`ToolSupport` per app, so a model that
 refused tools once is not offered them again in any chat (detected once, remembered).

@@ -24,7 +24,7 @@ from langchain_core.messages import (
 )
 from langchain_core.tools import BaseTool
 
-from assistant.chat.text_tool_calls import may_be_tool_call, parse_text_tool_calls
+from assistant.chat.tooling.text_tool_calls import may_be_tool_call, parse_text_tool_calls
 from tools.core.errors import EgakiError
 from tools.llm.degenerate import loop_start
 

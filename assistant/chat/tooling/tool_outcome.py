@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from assistant.chat.agent import AgentTurn
-from assistant.chat.image_tool import TOOL_NAME, drew
+from assistant.chat.tooling.agent import AgentTurn
+from assistant.chat.tooling.image_tool import TOOL_NAME, drew
 from tools.core.messages import msg
 
 
