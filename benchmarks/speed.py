@@ -137,7 +137,8 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         settings = Settings(_env_file=None, data_dir=data, image_model=str(model_dir),  # type: ignore[call-arg]
                             offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime,
                             openvino_int8=path_name.endswith("int8"),
-                            fast_lora=str(fast_lora) if fast_lora else "off")
+                            fast_lora=str(fast_lora) if fast_lora else "off",
+                            measure_machine=False)
         engine = DiffusersEngine(settings, preview_every=0)
         fast = path_name.startswith("fast")
         used_steps = fast_steps if fast else steps

@@ -111,6 +111,7 @@ class DiffusersEngine:
         self.on_download = on_download
         self.cache = cache or PipelineCache(settings)
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
+        self.measure_presets = settings.measure_machine  # time a UNet step once (presets)
         self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
         self.counter = TokenCounter(settings, self._resident_pipe, self.embeddings,
                                     settings.comma_padding_backtrack)
@@ -163,7 +164,28 @@ class DiffusersEngine:
             kwargs = _pipe_kwargs(plan, prepared, step_end)
             denoised = self._denoise(loaded, prepared, plan.request, kwargs)
             # 5. finish
-            return self._finish(loaded, plan, prepared, denoised)
+            done = self._finish(loaded, plan, prepared, denoised)
+        self._measure_machine(loaded, plan)
+        return done
+
+    def _measure_machine(self, loaded: LoadedModel, plan: Plan) -> None:
+        """Once per model on a CPU, in the background: time one UNet step so the panel's
+        preset fits this machine (:mod:`tools.engines.diffusers.fastmodels.machine`)."""
+        if loaded.device != "cpu" or not self.measure_presets:
+            return
+        from tools.engines.diffusers.fastmodels.machine import measure_once
+        from tools.engines.diffusers.fastmodels.profile import fast_recipe
+
+        steps = self.settings.fast_steps or fast_recipe(self.settings, plan.source).family.steps
+        runtime = "openvino" if loaded.openvino is not None else "torch"
+
+        def run() -> None:
+            with self._run_lock:
+                if self.cache.current is loaded:
+                    measure_once(self.settings.data_dir, loaded, runtime, steps)
+
+        self.measure_presets = False  # once per engine; the cache remembers across runs
+        threading.Thread(target=run, name="egaki-measure", daemon=True).start()
 
     def _prepare(
         self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None
@@ -173,7 +195,7 @@ class DiffusersEngine:
         seeds = [(req.seed or 0) + i for i in range(req.batch_size)]
         seeds = [s % (MAX_SEED + 1) for s in seeds]  # stay valid A1111 seeds
         pipe = loaded.pipeline_for(req.mode)
-        pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
+        pipe.scheduler = self._scheduler(req.sampler, loaded, seeds, plan.scheduler)
         loras = self._apply_loras(loaded, pipe, plan)
         extra = self._infotext_extras(loras)
         tiny = None
@@ -197,13 +219,14 @@ class DiffusersEngine:
         if plan.request.fast and not is_distilled(loaded.pipe.unet, loaded.source.name):
             fast_lora = resolve_fast_lora(self.settings, loaded.family, self.on_download)
             loras += [fast_lora] if fast_lora is not None else []
+        if loaded.openvino is not None:  # it loads the LoRAs (into torch only if needed)
+            loaded.openvino.prepare(loaded.pipe, loaded.loras, loras, fast_lora,
+                                    optimise_reporter(self.on_download, loaded.source.name))
+            return loras
         loaded.loras.apply(pipe, loras)
         if loaded.compiled is not None:
             # LoRA adapters change the UNet's modules: the compiled graph would not match.
             loaded.compiled.paused = bool(loras)
-        if loaded.openvino is not None:
-            loaded.openvino.select(loaded.pipe, loras, fast_lora,
-                                   optimise_reporter(self.on_download, loaded.source.name))
         return loras
 
     def _step_end(
@@ -316,8 +339,9 @@ class DiffusersEngine:
         return extra
 
     @staticmethod
-    def _scheduler(sampler: str, loaded: LoadedModel, seeds: list[int]) -> Any:
-        config = dict(loaded.scheduler_config)
+    def _scheduler(sampler: str, loaded: LoadedModel, seeds: list[int],
+                   extra: dict[str, Any]) -> Any:
+        config = dict(loaded.scheduler_config) | extra
         if SAMPLERS[sampler].scheduler == "DPMSolverSDEScheduler":
             # Its Brownian-tree noise is seeded from config, not from the generators; one
             # seed per image keeps each image reproducible on its own.
