@@ -36,6 +36,7 @@ from assistant.chat.tooling.tool_mode import ToolSupport
 from assistant.studio.best_of import BestOf
 from assistant.studio.closed_tabs import ClosedTabs
 from assistant.studio.flow import Runner
+from assistant.studio.panel import read_panel
 from assistant.studio.runner import ContextSource, ImageRunner
 from tools.core.engine import GeneratedImage, ImageEngine
 from tools.core.errors import EgakiError
@@ -169,8 +170,29 @@ class App:
 
     async def panel_defaults(self) -> dict[str, Any]:
         """The settings panel's initial values."""
-        return {"chat_model": self.settings.chat_model, "image_model": self.settings.image_model,
-                "best_of": self.best_of_default(await self.device())}
+        values = {"chat_model": self.settings.chat_model,
+                  "image_model": self.settings.image_model,
+                  "best_of": self.best_of_default(await self.device())}
+        if (choice := self.machine_choice()) is not None:
+            values["preset"] = choice.preset
+        return values
+
+    def machine_choice(self) -> Any:
+        """The preset chosen for this machine from its last measured UNet step (a small
+        JSON file; None before the first picture on a CPU or with another engine)."""
+        if self.settings.image_engine != "diffusers":
+            return None
+        from tools.engines.diffusers.fastmodels import machine
+
+        times = machine.latest(self.settings.data_dir)
+        return machine.choose(times) if times is not None else None
+
+    def preset_note(self, lang: str) -> str | None:
+        """Why the panel starts on its preset, in ``lang`` (None when not measured)."""
+        from tools.engines.diffusers.fastmodels import machine
+
+        choice = self.machine_choice()
+        return machine.explain(choice, lang) if choice is not None else None
 
     # --- one chat --------------------------------------------------------------------------
 
@@ -221,7 +243,7 @@ class App:
         """A conversation on ``state`` whose images go through ``runner`` (``run``, when
         given, stands in for ``runner.run``, e.g. to time it); ledger commands with a
         ``ledger``."""
-        return Conversation(
+        conv = Conversation(
             self.settings,
             self.gateway,
             self.chat_models,
@@ -237,6 +259,9 @@ class App:
             tool_support=self.tool_support,  # a model that refused tools, for every chat
             segmenter=self.segmenter,
         )
+        if (choice := self.machine_choice()) is not None:  # the preset for this machine
+            conv.panel = read_panel({"preset": choice.preset}, self.family)
+        return conv
 
     def best_of_factory(
         self, display: ImageDisplay, book: Ledger, state: ChatState, device: str

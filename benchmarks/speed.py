@@ -34,7 +34,9 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
 that a path runs (its numbers mean nothing).
 
 Peak memory is measured over the timed runs only (VRAM on CUDA; on Linux the resident
-high-water mark reset before them), so a one-time conversion doesn't count.
+high-water mark reset before them), so a one-time conversion doesn't count. Beside it each
+row gives the process's lifetime peak RSS (``getrusage``: load, conversion, everything) and
+the RSS after the first image (what a running app keeps resident), with the load average.
 
 Runs unchanged on a user's GPU box (no downloads: everything is generated locally).
 """
@@ -149,7 +151,8 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
                             offline=True, tiny_vae_model=str(taesd), cpu_runtime=runtime,
                             openvino_int8=path_name.endswith("int8"),
                             fast_lora=str(fast_lora) if fast_lora else "off",
-                            upscalers_dir=upscalers_dir(model_dir.parent, model))
+                            upscalers_dir=upscalers_dir(model_dir.parent, model),
+                            measure_machine=False)
         engine = DiffusersEngine(settings, preview_every=0)
         fast = path_name.startswith("fast")
         used_steps = fast_steps if fast else steps
@@ -162,6 +165,12 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
         run(1)  # load (and on first use convert) outside the timed runs
 
     load_s = time.perf_counter() - t_load
+    if path_name == "naive":
+        run(1)
+    from tools.engines.memory import current_rss, lifetime_rss_peak, release_heap
+
+    release_heap()
+    steady = (current_rss() or 0) / 2**30  # resident after the first image: what stays
     if path_name == "long":
         return {"path": path_name, "model": model, "device": device, "size": size,
                 "steps": used_steps, "load_s": load_s,
@@ -177,7 +186,9 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
     return {"path": path_name, "model": model, "device": device, "size": size,
             "steps": used_steps, "seconds": median, "all_seconds": times,
             "it_per_s": used_steps / median, "peak_gib": peak, "load_s": load_s,
-            "peak_kind": meter.result.kind if meter.result else "lifetime"}
+            "peak_kind": meter.result.kind if meter.result else "lifetime",
+            "process_peak_gib": lifetime_rss_peak() / 2**30, "steady_gib": steady,
+            "load_avg": os.getloadavg()[0]}
 
 
 def prompt_of(tokenizer: Any, n: int) -> str:
@@ -300,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{model:5} {path_name:6} {r['size']}² {r['steps']:3d} steps  "
                   f"{r['seconds']:8.2f} s/img  {r['it_per_s']:6.2f} it/s  "
-                  f"peak {r['peak_gib']:5.1f} GiB  (load {r['load_s']:.0f} s)", flush=True)
+                  f"peak {r['peak_gib']:5.1f} GiB  process peak {r['process_peak_gib']:5.1f} GiB  "
+                  f"after 1st image {r['steady_gib']:5.1f} GiB  (load {r['load_s']:.0f} s, "
+                  f"load avg {r['load_avg']:.1f})", flush=True)
     for model in models:
         base = next((r for r in results if r["model"] == model and r["path"] == "naive"), None)
         for r in results:

@@ -20,6 +20,8 @@ from assistant.studio.hires import (
 )
 from tools.core.messages import msg
 from tools.core.samplers import SAMPLERS
+from tools.engines.diffusers.fastmodels.machine import PRESETS
+from tools.engines.diffusers.fastmodels.machine import overrides as preset_overrides
 
 WidgetKind = Literal["select", "switch", "slider", "text"]
 
@@ -63,6 +65,7 @@ FIELDS: list[Field] = [
     Field("seed", "text", "panel_seed", ""),
     Field("seed_lock", "switch", "panel_seed_lock", False),
     Field("batch_size", "slider", "panel_batch_size", 1, min=1, max=4),
+    Field("preset", "select", "panel_preset", "auto", ["auto", *PRESETS]),
     Field("fast", "switch", "panel_fast", False),
     Field("best_of", "switch", "panel_best_of", False),
     Field("negative_preset", "select", "panel_negative_preset", "full", list(NEGATIVE_PRESETS)),
@@ -93,6 +96,9 @@ def read_panel(values: dict[str, Any], family: str) -> PanelChoice:
     if aspect in ("square", "portrait", "landscape"):
         w, h = native_size(family if family in ("sd15", "sdxl") else "sd15", aspect)  # type: ignore[arg-type]
         out.overrides.update(width=w, height=h)
+    preset = str(values.get("preset", "auto"))
+    if preset in PRESETS:  # first, so the panel's own steps/CFG/fast still win
+        out.overrides.update(preset_overrides(preset))
     if str(values.get("steps", "auto")) != "auto":
         out.overrides["steps"] = int(float(values["steps"]))
     if str(values.get("cfg_scale", "auto")) != "auto":

@@ -152,6 +152,8 @@ async def starters(user: cl.User | None = None, language: str | None = None) -> 
 
 async def _send_panel(conv: Conversation) -> None:
     await cl.ChatSettings(widgets(conv.lang, await APP.panel_defaults())).send()
+    if note := APP.preset_note(conv.lang):  # why the panel starts on its preset
+        await cl.Message(content=note).send()
 
 
 @cl.on_chat_start

@@ -87,6 +87,27 @@ def test_openvino_gives_the_torch_picture_and_honours_size_steps_seed(
     assert np.array_equal(px(again.image), px(ov_engine.generate(req(steps=5))[0].image))
 
 
+def test_openvino_holds_each_weight_once_and_torch_comes_back_for_fallbacks(
+    ov_engine: DiffusersEngine, torch_engine: DiffusersEngine
+) -> None:
+    ov_engine.generate(req())
+    loaded = ov_engine.cache.current
+    assert loaded is not None and loaded.openvino is not None
+    weights, unet, vae = loaded.openvino.weights, loaded.pipe.unet, loaded.pipe.vae
+    assert not weights["unet"].resident and unet.conv_in.weight.device.type == "meta"
+    assert vae.decoder.conv_in.weight.device.type == "meta"
+    assert vae.encoder.conv_in.weight.device.type == "cpu"  # img2img still encodes in torch
+    # the folder's own weights match the UNet as loaded: reloaded from there, no copy
+    assert weights["unet"].source is not None and weights["unet"].source[0].parent.name == "unet"
+    # a shape the traced graph can't take: torch runs it with the weights mapped back
+    odd = ov_engine.generate(req(height=72))[0]
+    assert weights["unet"].resident and unet.conv_in.weight.device.type == "cpu"
+    want = torch_engine.generate(req(height=72))[0]
+    assert np.abs(px(odd.image) - px(want.image)).max() <= 3
+    ov_engine.generate(req())  # OpenVINO serves again: torch's copy goes again
+    assert not weights["unet"].resident and unet.conv_in.weight.device.type == "meta"
+
+
 def test_converted_models_are_cached_under_the_data_dir_and_reused(
     ov_engine: DiffusersEngine, ov_data: Path, tiny_models: TinyModels,
     monkeypatch: pytest.MonkeyPatch

@@ -260,6 +260,7 @@ def make_tiny_settings(data_dir: Path, models: TinyModels, **overrides: Any) -> 
         "tiny_vae_model": str(models.taesd_dir),
         "hf_cache_dir": models.hf_cache,
         "cpu_runtime": "torch",  # OpenVINO has its own tests (it converts once per data dir)
+        "measure_machine": False,  # no background UNet timing between test requests
         **overrides,
     }
     return Settings(_env_file=None, **values)

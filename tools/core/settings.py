@@ -151,8 +151,9 @@ class Settings(BaseSettings):
     )
     fast_mode: bool = Field(False, description="Few steps, LCM and tiny VAE for quick previews.")
     fast_steps: int = Field(
-        4, ge=1, le=8,
-        description="Steps in fast mode: 4 looks best; 1-2 are 2-4x quicker previews.",
+        0, ge=0, le=8,
+        description="Steps in fast mode; 0 = the fewest clean steps of the model or its "
+        "few-step LoRA (LCM 4, Hyper-SD 1-step 1, Turbo 1).",
     )
     fast_lora: str = Field(
         "auto",
@@ -246,6 +247,12 @@ class Settings(BaseSettings):
     annotators_dir: Path | None = Field(
         None, description="Folder of preprocessor (annotator) weights: lllyasviel/Annotators "
         "files, or A1111's 'extensions/sd-webui-controlnet/annotator/downloads'.",
+    )
+
+    # --- CPU presets (issue #15): Quick / Balanced / Full chosen for this machine ---
+    measure_machine: bool = Field(
+        True, description="After the first picture on a CPU, time one UNet step (once per "
+        "model, cached in the data dir) so the panel's preset fits this machine.",
     )
 
     @field_validator("ollama_host")

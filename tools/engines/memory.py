@@ -87,6 +87,17 @@ def lifetime_rss_peak() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+def current_rss() -> int | None:
+    """This process's resident memory now, in bytes (None where /proc is missing)."""
+    try:
+        for line in (_PROC / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def release_heap() -> None:
     """Hand freed memory back to the OS after a big temporary (e.g. a model conversion).
 

@@ -39,7 +39,6 @@ from PIL import Image
 from tools.core.engine import GeneratedImage, StepCallback
 from tools.core.errors import EgakiError, EngineError, GenerationCancelled, InvalidRequest
 from tools.core.request import MAX_SEED, ImageRequest
-from tools.core.samplers import SAMPLERS, build_scheduler
 from tools.core.settings import Settings
 from tools.engines.diffusers.control.pipeline import ControlNets
 from tools.engines.diffusers.fast_lora import is_distilled, resolve_fast_lora
@@ -58,7 +57,7 @@ from tools.engines.diffusers.passes.hires import check_hires, run_hires
 from tools.engines.diffusers.passes.inpaint_area import crop_plan, native_side
 from tools.engines.diffusers.passes.timing import StepTimes
 from tools.engines.diffusers.pipeline_cache import LoadedModel, PipelineCache, optimise_reporter
-from tools.engines.diffusers.plan import Plan, plan_request
+from tools.engines.diffusers.plan import Plan, plan_request, scheduler_for
 from tools.engines.diffusers.previews import make_preview, tiny_decode, tiny_vae_ref
 from tools.engines.diffusers.prompts.a1111 import TokenCount
 from tools.engines.diffusers.prompts.counter import TokenCounter
@@ -121,6 +120,7 @@ class DiffusersEngine:
         self.on_download = on_download
         self.cache = cache or PipelineCache(settings)
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
+        self.measure_presets = settings.measure_machine  # time a UNet step once (presets)
         self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
         self.controlnets = ControlNets(settings)
         self.step_times = StepTimes(settings.cache_dir / "step_times.json")
@@ -171,14 +171,22 @@ class DiffusersEngine:
             loaded = self.cache.get(plan.source, self.on_download)
             _check_cancel(cancel)
             _check_mode(loaded, plan.request)
+            crop = crop_plan(plan, native_side(loaded.pipe), self.settings.inpaint_area)
             if plan.request.hires is not None:  # two passes (passes/hires.py)
-                return run_hires(plan, lambda p: self._run(loaded, p, on_step, cancel),
+                done = run_hires(plan, lambda p: self._run(loaded, p, on_step, cancel),
                                  lambda: loaded.pipeline_for("img2img"), self._upscale_with,
                                  self.settings.upscalers_dir)
-            crop = crop_plan(plan, native_side(loaded.pipe), self.settings.inpaint_area)
-            if crop is not None:  # only the masked area, at the native size
-                return crop.paste(self._run(loaded, crop.plan, on_step, cancel))
-            return self._run(loaded, plan, on_step, cancel)
+            elif crop is not None:  # only the masked area, at the native size
+                done = crop.paste(self._run(loaded, crop.plan, on_step, cancel))
+            else:
+                done = self._run(loaded, plan, on_step, cancel)
+        if self.measure_presets and loaded.device == "cpu":
+            from tools.engines.diffusers.fastmodels.machine import measure_in_background
+
+            self.measure_presets = False  # once per engine; the cache remembers across runs
+            measure_in_background(self.settings, loaded, plan.source, self._run_lock,
+                                  lambda: self.cache.current is loaded)
+        return done
 
     def _run(self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None,
              cancel: threading.Event | None) -> list[GeneratedImage]:
@@ -210,7 +218,7 @@ class DiffusersEngine:
         seeds = [s % (MAX_SEED + 1) for s in seeds]  # stay valid A1111 seeds
         control = self.controlnets.prepare(loaded, req, self.on_download) if req.controls else None
         pipe = control.pipe if control else loaded.pipeline_for(req.mode)
-        pipe.scheduler = self._scheduler(req.sampler, loaded, seeds)
+        pipe.scheduler = scheduler_for(req.sampler, loaded.scheduler_config, seeds, plan.scheduler)
         loras = self._apply_loras(loaded, pipe, plan)
         extra = self._infotext_extras(loras)
         extra.update(self.controlnets.after_loras(loaded, control))
@@ -235,13 +243,14 @@ class DiffusersEngine:
         if plan.request.fast and not is_distilled(loaded.pipe.unet, loaded.source.name):
             fast_lora = resolve_fast_lora(self.settings, loaded.family, self.on_download)
             loras += [fast_lora] if fast_lora is not None else []
+        if loaded.openvino is not None:  # it loads the LoRAs (into torch only if needed)
+            loaded.openvino.prepare(loaded.pipe, loaded.loras, loras, fast_lora,
+                                    optimise_reporter(self.on_download, loaded.source.name))
+            return loras
         loaded.loras.apply(pipe, loras)
         if loaded.compiled is not None:
             # LoRA adapters change the UNet's modules: the compiled graph would not match.
             loaded.compiled.paused = bool(loras)
-        if loaded.openvino is not None:
-            loaded.openvino.select(loaded.pipe, loras, fast_lora,
-                                   optimise_reporter(self.on_download, loaded.source.name))
         return loras
 
     def _step_end(
@@ -352,20 +361,6 @@ class DiffusersEngine:
         if hashes:
             extra["Lora hashes"] = ", ".join(hashes)
         return extra
-
-    @staticmethod
-    def _scheduler(sampler: str, loaded: LoadedModel, seeds: list[int]) -> Any:
-        config = dict(loaded.scheduler_config)
-        if SAMPLERS[sampler].scheduler == "DPMSolverSDEScheduler":
-            # Its Brownian-tree noise is seeded from config, not from the generators; one
-            # seed per image keeps each image reproducible on its own.
-            config["noise_sampler_seed"] = seeds if len(seeds) > 1 else seeds[0]
-        try:
-            return build_scheduler(sampler, config)
-        except Exception as err:
-            raise EngineError.of(
-                "engine_diffusers_sampler_unusable", sampler=sampler, error=str(err)
-            ) from err
 
 
 def _check_mode(loaded: LoadedModel, req: ImageRequest) -> None:

@@ -2,9 +2,11 @@
 
 The LCM sampler at 1–8 steps without CFG only draws clean pictures with an LCM-, Turbo- or
 similar distilled model. For an ordinary SD1.5/SDXL checkpoint, fast mode adds the
-family's LCM LoRA (``EGAKI_FAST_LORA=auto``), or the LoRA the setting names (a file, a
+best few-step LoRA in the LoRA folder (Hyper-SD, TCD or LCM, see
+:mod:`tools.engines.diffusers.fastmodels`) or else the family's LCM LoRA
+(``EGAKI_FAST_LORA=auto``), or the LoRA the setting names (a file, a
 folder holding one, or a Hugging Face id), downloaded once with progress. Distilled
-models (an LCM UNet, or a name saying lcm/turbo/lightning/hyper/tcd/dmd) need none.
+models (an LCM UNet, or a name saying lcm/turbo/lightning/hyper/tcd/dmd/sdxs) need none.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from typing import Any
 
 from tools.core.errors import ModelMissing
 from tools.core.settings import Settings
+from tools.engines.diffusers.fastmodels.families import best_adapter
 from tools.engines.diffusers.hub import DownloadCallback, cached_snapshot, ensure_snapshot
 from tools.engines.diffusers.lora import ResolvedLora
 
 FAST_LORA = {"sd15": "latent-consistency/lcm-lora-sdv1-5",
              "sdxl": "latent-consistency/lcm-lora-sdxl"}
-_DISTILLED = re.compile(r"lcm|turbo|lightning|hyper|tcd|dmd", re.IGNORECASE)
+_DISTILLED = re.compile(r"lcm|turbo|lightning|hyper|tcd|dmd|sdxs", re.IGNORECASE)
 NAME = "fast-lcm"
 
 
@@ -42,6 +45,10 @@ def resolve_fast_lora(settings: Settings, family: str,
     if ref.lower() in ("", "off", "none"):
         return None
     if ref.lower() == "auto":
+        # the best few-step LoRA already in the LoRA folder (Hyper-SD, TCD, LCM), else LCM's
+        best = best_adapter(settings.lora_dir, family)
+        if best is not None:
+            return ResolvedLora(name=NAME, path=best[0], weight=1.0)
         ref = FAST_LORA.get(family, FAST_LORA["sd15"])
     local = Path(ref).expanduser()
     if local.is_file():

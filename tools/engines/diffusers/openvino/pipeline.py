@@ -13,6 +13,12 @@ What runs where:
   ControlNet residuals) or when paused;
 * VAE / TAESD decode — OpenVINO unless tiled decoding is on;
 * text encoder, VAE encoder (img2img, inpaint), samplers — torch, unchanged.
+
+Each weight is held once: after the routes are installed, the torch UNet and VAE decoder
+are released (:mod:`~tools.engines.diffusers.openvino.weights`) and come back, memory-mapped,
+only when a fallback runs torch (a LoRA request, an odd latent size, a tiled decode, a
+failed route). Fast mode's fused UNet is converted once with the LoRA loaded; after that
+the LoRA is not loaded into torch at all.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.engines.diffusers.lora import ResolvedLora
+from tools.engines.diffusers.lora import LoraSet, ResolvedLora, load_weights
 from tools.engines.diffusers.openvino.runtime import (
     OvModel,
     OvRoute,
@@ -35,6 +41,7 @@ from tools.engines.diffusers.openvino.runtime import (
     unet_inputs,
     unet_module,
 )
+from tools.engines.diffusers.openvino.weights import TorchWeights, read_header
 from tools.engines.memory import release_heap
 
 log = logging.getLogger(__name__)
@@ -142,6 +149,8 @@ class OpenVinoPipeline:
     unet_models: dict[str, OvModel] = field(default_factory=dict)  # "base", LoRA-fused ones
     int8: bool = False
     family: str = "sd15"
+    weights: dict[str, TorchWeights] = field(default_factory=dict)  # "unet", "decoder"
+    keep_torch: bool = False  # True: never release the torch modules (old behaviour)
 
     def add_decoder(self, vae: Any, identity: tuple[str, ...], on_status: StatusCallback | None
                     = None) -> bool:
@@ -155,24 +164,58 @@ class OpenVinoPipeline:
         self.routes.append(OvRoute(vae, "decode", model, decode_accepts(vae), decode_wrap))
         return True
 
-    def select(self, pipe: Any, loras: Sequence[ResolvedLora], fusable: ResolvedLora | None,
-               on_status: StatusCallback | None = None) -> None:
-        """Serve the next request's UNet calls: the base model without LoRAs, a converted
-        copy with ``fusable`` fused in when it is the only LoRA (fast mode's LCM LoRA),
-        else torch (its adapters are live in the torch modules)."""
-        route = next((r for r in self.routes if r.method == "forward"), None)
-        if route is None or route.failed:
-            return  # a failed route runs torch for good
-        key = "base"
-        if loras:
-            key = self._fused(pipe, route, fusable, on_status) if (
-                fusable is not None and list(loras) == [fusable]) else ""
-        route.paused = not key
-        if key and route.model is not self.unet_models[key]:
-            route.model.release()  # one compiled UNet in memory at a time
-            route.model = self.unet_models[key]
+    def track(self, name: str, weights: TorchWeights, route: OvRoute) -> None:
+        """Let ``weights`` leave memory while ``route`` serves; the route's torch fallback
+        puts them back first."""
+        self.weights[name] = weights
+        route.before_eager = weights.ensure
 
-    def _fused(self, pipe: Any, route: OvRoute, lora: ResolvedLora,
+    def release_torch(self) -> None:
+        """Drop the torch copies OpenVINO replaced (not those of a failed route)."""
+        if self.keep_torch:
+            return
+        failed = {r.method for r in self.routes if r.failed}
+        for name, weights in self.weights.items():
+            if ("forward" if name == "unet" else "decode") not in failed:
+                weights.release()
+
+    def need_torch(self) -> None:
+        """Put the torch UNet back (memory-mapped) before adapters go into it."""
+        if "unet" in self.weights:
+            self.weights["unet"].ensure()
+
+    def prepare(self, pipe: Any, lora_set: LoraSet, loras: Sequence[ResolvedLora],
+                fusable: ResolvedLora | None, on_status: StatusCallback | None = None
+                ) -> None:
+        """Load the request's LoRAs and choose what serves its UNet calls: the base
+        OpenVINO UNet without LoRAs; a converted copy with ``fusable`` fused in when it is
+        the only LoRA (fast mode's LCM LoRA, UNet-only); both with the torch UNet
+        released. Otherwise torch, with the adapters live in its modules."""
+        route = next((r for r in self.routes if r.method == "forward"), None)
+        served = route is not None and not route.failed and (not loras or (
+            fusable is not None and list(loras) == [fusable]))
+        if served:
+            assert route is not None
+            lora_set.clear(pipe)
+            key = "base" if not loras else self._fused(pipe, route, lora_set, loras[0],
+                                                       on_status)
+            if key:
+                route.paused = False
+                if route.model is not self.unet_models[key]:
+                    route.model.release()  # one compiled UNet in memory at a time
+                    route.model = self.unet_models[key]
+                if loras and not _unet_only(loras[0]):  # its text-encoder part: torch
+                    self.need_torch()
+                    lora_set.apply(pipe, list(loras))
+                else:
+                    self.release_torch()
+                return
+        self.need_torch()
+        lora_set.apply(pipe, list(loras))
+        if route is not None:
+            route.paused = True
+
+    def _fused(self, pipe: Any, route: OvRoute, lora_set: LoraSet, lora: ResolvedLora,
                on_status: StatusCallback | None) -> str:
         """Key of the OpenVINO UNet with ``lora`` fused, converting it once; "" if not."""
         key = f"lora:{lora.path}:{lora.path.stat().st_mtime_ns}:{lora.weight}"
@@ -183,6 +226,8 @@ class OpenVinoPipeline:
         fused: list[bool] = []
 
         def build() -> Any:
+            self.need_torch()
+            lora_set.apply(pipe, [lora])
             pipe.fuse_lora(components=["unet"], lora_scale=lora.weight,
                            adapter_names=[lora.adapter_name])
             fused.append(True)
@@ -195,6 +240,7 @@ class OpenVinoPipeline:
         finally:
             if fused:
                 pipe.unfuse_lora(components=["unet"])
+            lora_set.clear(pipe)  # OpenVINO carries it from here on
         if ir is None:
             return ""
         model = OvModel(ir, self.precision, UNET_DYNAMIC)
@@ -215,6 +261,19 @@ class OpenVinoPipeline:
         for r in self.routes:
             r.uninstall()
         self.routes.clear()
+        self.weights.clear()
+
+
+def _unet_only(lora: ResolvedLora) -> bool:
+    """True when a LoRA file changes only the UNet (its fused OpenVINO copy is then all of
+    it); a text-encoder part needs torch adapters."""
+    if lora.path.suffix.lower() != ".safetensors":
+        return "text" not in " ".join(load_weights(lora.path))
+    try:
+        names = read_header(lora.path)[0]
+    except (OSError, ValueError):
+        return False
+    return not any(n.startswith(("lora_te", "text_encoder", "te_")) for n in names)
 
 
 def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any,
@@ -251,14 +310,17 @@ def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any,
 
 def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
                on_status: StatusCallback | None = None, *, int8: bool = False,
-               family: str = "sd15") -> OpenVinoPipeline | None:
+               family: str = "sd15", model_dir: Path | None = None,
+               keep_torch: bool = False) -> OpenVinoPipeline | None:
     """Route ``pipe``'s UNet and VAE decoder through OpenVINO; None if neither converts.
 
     ``int8`` swaps in a quantized UNet (built once from calibration runs, see
-    :mod:`tools.engines.diffusers.openvino.int8`).
+    :mod:`tools.engines.diffusers.openvino.int8`). The torch modules replaced are released
+    unless ``keep_torch``; ``model_dir`` (a diffusers folder) may hold their weights as
+    loaded, else a copy is saved beside the IR to reload them from.
     """
     accel = OpenVinoPipeline(root=root, precision=precision, identity=identity, int8=int8,
-                             family=family)
+                             family=family, keep_torch=keep_torch)
     unet = pipe.unet
     extra, specs, example = unet_inputs(unet)
     ir = _ensure_ir(root, identity, "unet", unet.config, lambda: unet_module(unet, extra),
@@ -276,7 +338,20 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
             if quantized is not None:
                 route.model = accel.unet_models["base"] = OvModel(quantized, precision,
                                                                   UNET_DYNAMIC)
-    accel.add_decoder(pipe.vae, identity, on_status)
+        accel.track("unet", TorchWeights(unet, "UNet", _own_file(model_dir, "unet", ""),
+                                         ir.parent / "torch.safetensors"), route)
+    if accel.add_decoder(pipe.vae, identity, on_status):
+        route = accel.routes[-1]
+        accel.track("decoder", TorchWeights(
+            pipe.vae.decoder, "VAE decoder", _own_file(model_dir, "vae", "decoder."),
+            route.model.ir.parent / "torch-decoder.safetensors"), route)
     if not accel.routes:
         return None
+    accel.release_torch()
     return accel
+
+
+def _own_file(model_dir: Path | None, part: str, prefix: str) -> list[tuple[Path, str]]:
+    if model_dir is None or not model_dir.is_dir():
+        return []
+    return [(model_dir / part / "diffusion_pytorch_model.safetensors", prefix)]

@@ -147,7 +147,8 @@ class OvModel:
                  dynamic: dict[int, tuple[int, int]] | None = None) -> None:
         ov = import_openvino()
         self.core = ov.Core()
-        self.model = self.core.read_model(str(ir))
+        self.ir = ir
+        self.name = ir.stem
         self.precision = precision
         self.dynamic = dict(dynamic or {})
         self._compiled: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -164,6 +165,13 @@ class OvModel:
             result = request.infer(list(arrays), share_inputs=True)
             return result[0].copy()
 
+    @property
+    def model(self) -> Any:
+        """The IR, read afresh (weights memory-mapped from the ``.bin``). Not kept between
+        compiles: a held model pins the pages a compile touched, a second copy of the
+        weights beside the compiled one."""
+        return self.core.read_model(str(self.ir))
+
     def release(self) -> None:
         """Drop the compiled shapes (their memory); they recompile on next use."""
         with self._lock:
@@ -171,17 +179,18 @@ class OvModel:
 
     def _compile(self, key: tuple[Any, ...]) -> Any:
         started = time.monotonic()
-        model = self.model.clone()
+        model = self.model
         model.reshape({i: list(shape) for i, shape in enumerate(key)})  # -1: stays dynamic
         compiled = self.core.compile_model(
             model, "CPU", {"INFERENCE_PRECISION_HINT": self.precision,
                            "PERFORMANCE_HINT": "LATENCY"})
         request = compiled.create_infer_request()
+        del model, compiled  # the request keeps what it needs; the IR's pages go
         release_heap()  # the compile's temporary weight copies
         self._compiled[key] = request
         while len(self._compiled) > MAX_SHAPES:
             self._compiled.popitem(last=False)
-        log.info("OpenVINO compiled %s for %s in %.1f s", self.model.friendly_name, key,
+        log.info("OpenVINO compiled %s for %s in %.1f s", self.name, key,
                  time.monotonic() - started)
         return request
 
@@ -254,6 +263,8 @@ class OvRoute:
         self.failed: str | None = None
         self.paused = False
         self.calls = 0
+        # called before the torch code runs: puts released torch weights back
+        self.before_eager: Callable[[], None] | None = None
         setattr(module, method, self)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -269,6 +280,8 @@ class OvRoute:
                 else:
                     self.calls += 1
                     return self.wrap(out, args, kwargs)
+        if self.before_eager is not None:
+            self.before_eager()
         return self.eager(*args, **kwargs)
 
     def uninstall(self) -> None:
