@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,15 @@ SHAPE = (2, 64, 64)
 
 
 @pytest.fixture(scope="module")
-def inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("inductor")
+def engine_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compiling engine's data dir, made first: its inductor cache is the module's,
+    so the engine test reuses the kernels the direct tests compiled (gcc is the slow part)."""
+    return tmp_path_factory.mktemp("compiling-engine")
+
+
+@pytest.fixture(scope="module")
+def inductor_cache(engine_data: Path, tiny_models: TinyModels) -> Path:
+    path = make_tiny_settings(engine_data, tiny_models).cache_dir / "inductor"
     use_inductor_cache(path)
     return path
 
@@ -135,14 +143,17 @@ def test_run_time_failure_falls_back_to_eager_with_reason(
 
 
 def test_engine_with_compile_on_gives_eager_pixels(
-    tiny_models: TinyModels, tmp_path: Path, inductor_cache: Path
+    tiny_models: TinyModels, tmp_path: Path, engine_data: Path, inductor_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+
     req = ImageRequest(prompt="a lighthouse", width=64, height=64, steps=3, seed=7,
                        sampler="Euler")
     eager = DiffusersEngine(make_tiny_settings(tmp_path / "a", tiny_models, compile_unet="off"))
     base = np.asarray(eager.generate(req)[0].image, dtype=np.int16)
     eager.unload()
-    settings = make_tiny_settings(tmp_path / "b", tiny_models, compile_unet="on",
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "elsewhere"))
+    settings = make_tiny_settings(engine_data, tiny_models, compile_unet="on",
                                   compile_mode="default", compile_sizes=["64x64"])
     engine = DiffusersEngine(settings)
     first = np.asarray(engine.generate(req)[0].image, dtype=np.int16)  # never blocked: eager
@@ -153,7 +164,8 @@ def test_engine_with_compile_on_gives_eager_pixels(
     second = np.asarray(engine.generate(req)[0].image, dtype=np.int16)  # compiled now
     assert np.abs(first - base).max() <= 1
     assert np.abs(second - base).max() <= 2
-    assert any((settings.cache_dir / "inductor").rglob("*.py")), "no artefacts under data dir"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(inductor_cache), "cache not in data dir"
+    assert any(inductor_cache.rglob("*.py")), "no artefacts under data dir"
     engine.unload()
 
     # A restart: fresh dynamo state, same data dir -> the compiled graph comes from disk.

@@ -312,7 +312,6 @@ def test_int8_unet_is_calibrated_once_then_reused(
 ) -> None:
     from tools.engines.diffusers.openvino import int8 as openvino_int8
 
-    monkeypatch.setattr(openvino_int8, "NATIVE_SIZE", {"sd15": 64})  # tiny model, quick
     seen: list[int] = []
     real_quantize = openvino_int8.quantize
 
@@ -349,7 +348,6 @@ def test_int8_applies_to_the_fused_fast_unet_too(
 ) -> None:
     from tools.engines.diffusers.openvino import int8 as openvino_int8
 
-    monkeypatch.setattr(openvino_int8, "NATIVE_SIZE", {"sd15": 64})
     settings = make_tiny_settings(tmp_path / "data", tiny_models, cpu_runtime="openvino",
                                   openvino_precision="f32", openvino_int8=True)
     engine = DiffusersEngine(settings, preview_every=0)

@@ -21,7 +21,13 @@ from tools.engines.diffusers.openvino.runtime import OvRoute, import_openvino
 
 log = logging.getLogger(__name__)
 
-NATIVE_SIZE = {"sd15": 512, "sdxl": 1024}
+
+
+def native_size(pipe: Any) -> int:
+    """The size the model was trained at (UNet sample size x VAE scale: 512 for SD1.x,
+    768 for SD2.x-768, 1024 for SDXL): calibration sees the activations of real use."""
+    sample = int(getattr(pipe.unet.config, "sample_size", 64) or 64)
+    return sample * int(getattr(pipe, "vae_scale_factor", 8) or 8)
 
 
 def capture_inputs(pipe: Any, route: OvRoute, size: int) -> list[list[Any]]:
@@ -71,7 +77,7 @@ def quantize(model: Any, samples: list[list[Any]], target: Path) -> None:
     tmp.replace(target)
 
 
-def ensure_int8(pipe: Any, route: OvRoute, float_ir: Path, family: str,
+def ensure_int8(pipe: Any, route: OvRoute, float_ir: Path,
                 on_status: Callable[[str], None] | None) -> Path | None:
     """The int8 IR beside ``float_ir``, building it first if needed; None if impossible."""
     target = float_ir.with_name("unet_int8.xml")
@@ -88,7 +94,7 @@ def ensure_int8(pipe: Any, route: OvRoute, float_ir: Path, family: str,
         on_status("unet-int8")
     started = time.monotonic()
     try:
-        samples = capture_inputs(pipe, route, NATIVE_SIZE.get(family, 512))
+        samples = capture_inputs(pipe, route, native_size(pipe))
         if not samples:
             raise RuntimeError("the calibration runs never reached the OpenVINO UNet")
         quantize(route.model.model, samples, target)

@@ -249,7 +249,7 @@ class OpenVinoPipeline:
 
             base, route.model, route.paused = route.model, model, False
             try:
-                quantized = ensure_int8(pipe, route, ir, self.family, on_status)
+                quantized = ensure_int8(pipe, route, ir, on_status)
             finally:
                 route.model = base
             if quantized is not None:
@@ -334,7 +334,7 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
         if int8:
             from tools.engines.diffusers.openvino.int8 import ensure_int8
 
-            quantized = ensure_int8(pipe, route, ir, family, on_status)
+            quantized = ensure_int8(pipe, route, ir, on_status)
             if quantized is not None:
                 route.model = accel.unet_models["base"] = OvModel(quantized, precision,
                                                                   UNET_DYNAMIC)
