@@ -121,6 +121,7 @@ class DiffusersEngine:
         self.cache = cache or PipelineCache(settings)
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
         self.measure_presets = settings.measure_machine  # time a UNet step once (presets)
+        self.on_measured: Callable[[], None] | None = None  # told when that is saved
         self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
         self.controlnets = ControlNets(settings)
         self.step_times = StepTimes(settings.cache_dir / "step_times.json")
@@ -185,7 +186,7 @@ class DiffusersEngine:
 
             self.measure_presets = False  # once per engine; the cache remembers across runs
             measure_in_background(self.settings, loaded, plan.source, self._run_lock,
-                                  lambda: self.cache.current is loaded)
+                                  lambda: self.cache.current is loaded, self.on_measured)
         return done
 
     def _run(self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None,
