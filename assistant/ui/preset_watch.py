@@ -61,8 +61,10 @@ async def follow_machine(app: App, conv: Conversation) -> None:
     the panel is sent again showing it (its other values as they are), and the chat says
     why in its language."""
     follower = cl.user_session.get("preset_follower")
-    if not isinstance(follower, PresetFollower) or turn_in_progress():
-        return
+    if not isinstance(follower, PresetFollower) or follower.source != "auto":
+        return  # the person's, or switched already: nothing to read
+    if turn_in_progress():
+        return  # that turn's end follows
     values = {**await app.panel_defaults(), **(cl.user_session.get("chat_settings") or {})}
     try:
         switch = await app.follow_machine(conv, follower, values, ChainlitUI())
