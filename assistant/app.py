@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
 
+from assistant.chat.chat_ui import ChatUI
 from assistant.chat.conversation import Conversation
 from assistant.chat.ledger_chat import LedgerChat
 from assistant.chat.state import ChatState
@@ -36,6 +37,7 @@ from assistant.chat.tooling.tool_mode import ToolSupport
 from assistant.studio.best_of import BestOf
 from assistant.studio.closed_tabs import ClosedTabs
 from assistant.studio.flow import Runner
+from assistant.studio.machine_preset import PresetFollower
 from assistant.studio.panel import read_panel
 from assistant.studio.runner import ContextSource, ImageRunner
 from tools.core.engine import GeneratedImage, ImageEngine
@@ -113,6 +115,8 @@ class App:
         self.closed_tabs = ClosedTabs(lambda: self._queue, settings.closed_tab_jobs)
         # one segmenter (masks from words) for every chat: its model loads once
         self.segmenter = functools.cache(lambda: make_segmenter(self.settings))
+        # open chats told when this machine's speed is measured (their preset may follow)
+        self._machine_watchers: dict[int, Callable[[], None]] = {}
 
     # --- where the chat keeps its history -------------------------------------------------
 
@@ -131,6 +135,8 @@ class App:
         """The one image queue of this process (its engine loads weights on the first job)."""
         if self._queue is None:
             self._queue = build_queue(self.settings, self._engine)
+            if getattr(self._queue.engine, "measure_presets", False):  # diffusers on a CPU
+                self._queue.engine.on_measured = self.machine_measured  # type: ignore[attr-defined]
         return self._queue
 
     async def ledger(self) -> Ledger:
@@ -193,6 +199,32 @@ class App:
 
         choice = self.machine_choice()
         return machine.explain(choice, lang) if choice is not None else None
+
+    def watch_machine(self, on_measured: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_measured`` (from the measuring thread: hand it to your loop) when
+        this machine's speed has been measured; returns what stops the calls."""
+        key = id(on_measured)
+        self._machine_watchers[key] = on_measured
+        return lambda: self._machine_watchers.pop(key, None) and None
+
+    def machine_measured(self) -> None:
+        """The engine saved a measurement: every watching chat hears it."""
+        for watcher in list(self._machine_watchers.values()):
+            try:
+                watcher()
+            except Exception:  # one gone chat must not keep the others from hearing it
+                log.exception("a chat could not hear the machine's measurement")
+
+    async def follow_machine(
+        self, conv: Conversation, follower: PresetFollower, values: dict[str, Any], ui: ChatUI
+    ) -> tuple[dict[str, Any], str] | None:
+        """The machine's preset for a chat whose panel still says "auto", once: applied to
+        ``conv`` for its next picture. Returns the panel's new values (``values`` with the
+        preset) and the note that says why; None when nothing changes."""
+        switch = follower.switch(self.machine_choice(), values, conv.lang)
+        if switch is not None:
+            await conv.apply_panel(switch[0], ui)
+        return switch
 
     # --- one chat --------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from assistant.studio.actions import (
     SeedPayload,
 )
 from assistant.studio.best_of import BestOf
-from assistant.studio.hires import upscaled_init
+from assistant.studio.hires import upscale_with
 from assistant.studio.panel import PanelChoice
 from assistant.studio.state import ShownImage, StudioSession, StudioState
 from tools.core.engine import GeneratedImage
@@ -331,22 +331,18 @@ class Studio:
         if size is None:
             await ui.say(msg("too_big_upscale", self.lang, width=last.width, height=last.height))
             return
-        init, note = await upscaled_init(last.path, size[0] / last.width, self.upscalers_dir,
-                                         self.lang)
+        upscaler, note = upscale_with(self.upscalers_dir, self.lang)
         await ui.say(note)
         request = last.request.model_copy(
             update={
                 "width": size[0],
                 "height": size[1],
-                "init_image": init,
+                "init_image": last.path,
+                "init_upscaler": upscaler,  # run by the engine, inside this queued job
                 "hires": None,
                 "strength": 0.35,
                 "batch_size": 1,
                 "seed": last.seed,
             }
         )
-        try:
-            await self._run(ImageRequest.model_validate(request.model_dump()), ui)
-        finally:
-            if init != last.path:  # the upscaler's temporary PNG
-                init.unlink(missing_ok=True)
+        await self._run(ImageRequest.model_validate(request.model_dump()), ui)

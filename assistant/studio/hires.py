@@ -1,18 +1,16 @@
 """Hires fix and upscalers as the chat sees them: the panel's hires and inpaint-area
 values as request overrides, the pixel budget of an inpaint, and the "Upscale ×2"
-button's first step (the best upscaler model present, or Lanczos, said which)."""
+button's upscaler (the best model present, or Lanczos, said which; the engine runs it
+inside the queued job)."""
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tools.core.messages import msg
 from tools.core.request import MAX_PIXELS
 from tools.engines.upscalers.folder import best_upscaler
-from tools.engines.upscalers.tiled import upscale_file
 
 HIRES_SCALES = ["off", "1.5", "2"]
 HIRES_STEPS = ["0", "10", "15", "20"]
@@ -43,15 +41,12 @@ def inpaint_pixels(whole_budget: int, panel_area: str | None, setting: str) -> i
     return whole_budget if area == "whole" else MAX_PIXELS
 
 
-async def upscaled_init(source: Path, scale: float, upscalers_dir: Path | None,
-                        lang: str) -> tuple[Path, str]:
-    """The "Upscale ×2" button's init image and what to tell the person: the picture
-    enlarged by the best upscaler model present (a temporary PNG), or ``source`` itself
-    (the engine then enlarges it with Lanczos) when there is none."""
+def upscale_with(upscalers_dir: Path | None, lang: str) -> tuple[str | None, str]:
+    """The "Upscale ×2" button's upscaler and what to tell the person: the best upscaler
+    model present (the engine enlarges the picture with it inside the job, see
+    ``ImageRequest.init_upscaler``), or None (it enlarges with Lanczos) and where to put
+    a model."""
     best = best_upscaler(upscalers_dir)
     if best is None:
-        return source, msg("upscale_without_model", lang)
-    with tempfile.NamedTemporaryFile(prefix="egaki-upscaled-", suffix=".png", delete=False) as f:
-        dest = Path(f.name)
-    await asyncio.to_thread(upscale_file, best.path, source, dest, scale, "auto")
-    return dest, msg("upscale_with_model", lang, name=best.name)
+        return None, msg("upscale_without_model", lang)
+    return best.name, msg("upscale_with_model", lang, name=best.name)

@@ -28,9 +28,11 @@ from assistant.app import App, shared_app
 from assistant.chat.conversation import Conversation
 from assistant.chat.state import ChatState
 from assistant.chat.vision_flow import MASK_ACTION
+from assistant.studio.machine_preset import PresetFollower
 from assistant.ui import compat as chainlit_compat
 from assistant.ui.handover import Left, after_resume, hand_over, left_page, turn_running
 from assistant.ui.persistence import local_user, make_data_layer, mount_files
+from assistant.ui.preset_watch import follow_machine, stop_watching, watch_machine
 from assistant.ui.render import ACTION, ChainlitUI, ImageReporter, widgets
 from tools.core.errors import EgakiError
 from tools.core.messages import detect_language, msg
@@ -151,7 +153,9 @@ async def starters(user: cl.User | None = None, language: str | None = None) -> 
 
 
 async def _send_panel(conv: Conversation) -> None:
-    await cl.ChatSettings(widgets(conv.lang, await APP.panel_defaults())).send()
+    values = await APP.panel_defaults()
+    await cl.ChatSettings(widgets(conv.lang, values)).send()
+    watch_machine(APP, conv, PresetFollower(str(values.get("preset", "auto"))))
     if note := APP.preset_note(conv.lang):  # why the panel starts on its preset
         await cl.Message(content=note).send()
 
@@ -219,6 +223,7 @@ async def on_chat_end() -> None:
     """The page went away (closed, reloaded or disconnected). Chainlit saves the user
     session right after this: keep Egaki's state in it current; a picture still in the
     queue runs on unattended (:mod:`assistant.ui.handover`)."""
+    stop_watching()
     conv = cl.user_session.get("conversation")
     if isinstance(conv, Conversation):
         _remember(conv)
@@ -230,6 +235,8 @@ async def on_settings_update(values: dict[str, Any]) -> None:
     conv = await _started()
     try:
         merged = {**(cl.user_session.get("chat_settings") or {}), **values}
+        if isinstance(follower := cl.user_session.get("preset_follower"), PresetFollower):
+            follower.submitted(merged)  # a preset the person picks is never overridden
         await conv.apply_panel(merged, ChainlitUI())
     except EgakiError as err:
         await cl.Message(content=err.localized(conv.lang)).send()
@@ -271,6 +278,7 @@ async def _guard(conv: Conversation, work: Any, what: str, words: str = "") -> N
     except Exception as err:  # the UI is the one place that catches everything
         log.exception("Unexpected error in %s", what)
         await cl.Message(content=msg("internal_error", conv.lang, error=type(err).__name__)).send()
+    await follow_machine(APP, conv)  # measured during the turn: now, after its picture
 
 
 async def _save_thread(conv: Conversation, words: str) -> None:

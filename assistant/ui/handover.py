@@ -79,6 +79,11 @@ def turn_running() -> Iterator[None]:
             del _TURNS[thread_id]
 
 
+def turn_in_progress() -> bool:
+    """Whether a turn of this session's chat is running now."""
+    return _TURNS[cl.context.session.thread_id or ""] > 0
+
+
 def left_page(app: App, conv: Conversation, words: str) -> None:
     """This session's page went away (from ``on_chat_end``). If its chat has a job in
     the queue or a turn running, that runs on unattended: chats behind it hear whose it

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import pytest
 import torch
 
+from tests.support.tiny_pipelines import TinyModels, make_tiny_settings
+from tools.core.request import ImageRequest
 from tools.engines.diffusers.fastmodels import machine
 from tools.engines.diffusers.fastmodels.machine import StepTimes, choose, explain
 
@@ -53,3 +57,21 @@ def test_measure_times_one_unet_call_with_and_without_cfg_batch() -> None:
     times = machine.measure(Unet(), 512, quick_steps=1, repeat=2)
     assert calls == [(1, 4, 64, 64)] * 3 + [(2, 4, 64, 64)] * 3  # one warm-up each
     assert times.size == 512 and times.quick_steps == 1 and times.single_s >= 0
+
+
+@pytest.mark.slow
+def test_the_first_cpu_picture_measures_the_machine_and_tells_the_engines_listener(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    from tools.engines.diffusers.engine import DiffusersEngine
+
+    settings = make_tiny_settings(tmp_path / "data", tiny_models, measure_machine=True)
+    engine = DiffusersEngine(settings, preview_every=0)
+    measured = threading.Event()
+    engine.on_measured = measured.set
+    assert machine.latest(settings.data_dir) is None
+    engine.generate(ImageRequest(prompt="a cat", width=64, height=64, steps=2, seed=1))
+    assert measured.wait(120), "the measurement never reported"
+    times = machine.latest(settings.data_dir)
+    assert times is not None and times.size == 512 and times.cfg_s > 0
+    assert not engine.measure_presets  # once per engine

@@ -78,16 +78,13 @@ def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
         Upscaler(bad, "cpu")
 
 
-@pytest.mark.slow
-async def test_upscale_button_uses_the_best_model_present_and_says_which(
-    esrgan: Path, tmp_path: Path
-) -> None:
-    from assistant.studio.hires import upscaled_init
+def test_upscale_button_uses_the_best_model_present_and_says_which(tmp_path: Path) -> None:
+    from assistant.studio.hires import upscale_with
 
-    source = tmp_path / "last.png"
-    noisy(32, 24).save(source)
-    init, said = await upscaled_init(source, 2.0, esrgan.parent.parent, "en")
-    assert init != source and Image.open(init).size == (64, 48)
-    assert "tiny-esrgan-2x" in said
-    same, said = await upscaled_init(source, 2.0, tmp_path / "none", "ja")
-    assert same == source and "Lanczos" in said and "EGAKI_UPSCALERS_DIR" in said
+    (tmp_path / "ESRGAN").mkdir()
+    for name in ("some-model.pth", "4x-UltraSharp.pth"):
+        (tmp_path / "ESRGAN" / name).write_bytes(b"x")
+    name, said = upscale_with(tmp_path, "en")
+    assert name == "4x-UltraSharp" and "4x-UltraSharp" in said
+    none, said = upscale_with(tmp_path / "none", "ja")
+    assert none is None and "Lanczos" in said and "EGAKI_UPSCALERS_DIR" in said

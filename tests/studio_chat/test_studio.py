@@ -140,6 +140,7 @@ async def test_upscale_is_img2img_from_last_image_at_twice_the_size(
     req = engine.calls[-1].request
     assert (req.width, req.height) == (1024, 1024)
     assert req.init_image == shown.path and req.seed == shown.seed and req.strength < 0.5
+    assert req.init_upscaler is None and "Lanczos" in ui.said[-1]  # no model: said where
 
 
 async def test_card_shows_token_counts_per_chunk_when_a_tokenizer_is_at_hand(

@@ -39,7 +39,15 @@ def _check_side(v: int) -> int:
     return v
 
 
+def _upscaler_name(v: str) -> str:
+    if "/" in v or "\\" in v or ".." in v or not _LORA_NAME.match(v):
+        raise ValueError(f"upscaler {v!r} must be Lanczos, Nearest or a file name inside the "
+                         "upscalers folder (no paths)")
+    return v
+
+
 Side = Annotated[int, Field(ge=64, le=MAX_SIDE), AfterValidator(_check_side)]
+UpscalerName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_upscaler_name)]
 SamplerName = Annotated[str, AfterValidator(canonical_sampler)]
 Mode = Literal["txt2img", "img2img", "inpaint"]
 # "auto": only the masked area (at the model's native size) when the picture is larger
@@ -147,6 +155,9 @@ class ImageRequest(BaseModel):
     hires: HiresFix | None = None
     inpaint_area: InpaintArea = "auto"
     inpaint_padding: int = Field(32, ge=0, le=256, description="px around the masked area")
+    # "Upscale ×2": the init image enlarged to the request's size by this upscaler (a
+    # model's file stem in the upscalers folder, or Lanczos/Nearest) inside the job
+    init_upscaler: UpscalerName | None = None
 
     @model_validator(mode="after")
     def _check_combination(self) -> ImageRequest:
@@ -157,6 +168,8 @@ class ImageRequest(BaseModel):
             )
         if self.mask_image is not None and self.init_image is None:
             raise ValueError("a mask needs an init image to paint into")
+        if self.init_upscaler is not None and self.init_image is None:
+            raise ValueError("an init upscaler enlarges the init image: it needs one")
         if self.hires is not None:
             self._check_hires(self.hires)
         if self.seed == -1:

@@ -16,11 +16,12 @@ def build_engine(settings: Settings) -> ImageEngine:
     if settings.image_engine == "a1111":
         from tools.engines.remote.a1111 import A1111Engine
 
-        return A1111Engine(settings.a1111_url, inpaint_area=settings.inpaint_area)
+        return A1111Engine(settings.a1111_url, inpaint_area=settings.inpaint_area,
+                           upscalers_dir=settings.upscalers_dir)
     if settings.image_engine == "comfyui":
         from tools.engines.remote.comfyui import ComfyUIEngine
 
-        return ComfyUIEngine(settings.comfyui_url)
+        return ComfyUIEngine(settings.comfyui_url, upscalers_dir=settings.upscalers_dir)
     if settings.image_engine == "fake":
         from tools.engines.fake import FakeEngine
 

@@ -7,7 +7,9 @@ A1111 writes, for a txt2img with hires fix (``modules/processing.py``)::
 
 ``Size`` is the *first* pass's size; ``Denoising strength`` is the second pass's;
 ``Hires steps`` is left out when 0 (as many as the first pass). An inpaint of only the
-masked area adds ``Inpaint area: Only masked`` and ``Masked area padding: 32``.
+masked area adds ``Inpaint area: Only masked`` and ``Masked area padding: 32``. Egaki's
+"Upscale ×2" (img2img from a picture enlarged by an upscaler model) adds its own
+``Init upscaler: 4x-UltraSharp``; A1111 ignores keys it does not know.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ def _num(value: float) -> str:
 
 
 def hires_params(req: ImageRequest) -> dict[str, object | None]:
-    """The fields a hires-fix request adds (and the two it changes); {} without hires."""
+    """The fields a hires-fix request adds (and the two it changes), and the upscaler
+    that enlarged an init image ("Upscale ×2"); {} without either."""
     hires = req.hires
     if hires is None:
-        return {}
+        return {"Init upscaler": req.init_upscaler} if req.init_upscaler else {}
     return {
         "Size": f"{req.width}x{req.height}",
         "Denoising strength": _num(hires.denoising),

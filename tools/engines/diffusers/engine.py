@@ -53,6 +53,7 @@ from tools.engines.diffusers.models import (
     model_hash,
 )
 from tools.engines.diffusers.models import resolve_model as _resolve_model
+from tools.engines.diffusers.passes.enlarge import check_init_upscaler, enlarge_init
 from tools.engines.diffusers.passes.hires import check_hires, run_hires
 from tools.engines.diffusers.passes.inpaint_area import crop_plan, native_side
 from tools.engines.diffusers.passes.timing import StepTimes
@@ -121,6 +122,7 @@ class DiffusersEngine:
         self.cache = cache or PipelineCache(settings)
         self._run_lock = threading.Lock()  # one job at a time: the pipeline is stateful
         self.measure_presets = settings.measure_machine  # time a UNet step once (presets)
+        self.on_measured: Callable[[], None] | None = None  # told when that is saved
         self.embeddings = EmbeddingRegistry(settings.embeddings_dir)
         self.controlnets = ControlNets(settings)
         self.step_times = StepTimes(settings.cache_dir / "step_times.json")
@@ -165,10 +167,12 @@ class DiffusersEngine:
         plan = plan_request(request, self.settings, self.resolve_model)
         if plan.request.hires is not None:
             check_hires(plan.request.hires, plan.request.steps, self.settings.upscalers_dir)
+        check_init_upscaler(plan.request.init_upscaler, self.settings.upscalers_dir)
         _check_cancel(cancel)
         with self._run_lock:
             # 2. load
             loaded = self.cache.get(plan.source, self.on_download)
+            plan = enlarge_init(plan, self._upscale_with, self.settings.upscalers_dir)  # ×2
             _check_cancel(cancel)
             _check_mode(loaded, plan.request)
             crop = crop_plan(plan, native_side(loaded.pipe), self.settings.inpaint_area)
@@ -185,7 +189,7 @@ class DiffusersEngine:
 
             self.measure_presets = False  # once per engine; the cache remembers across runs
             measure_in_background(self.settings, loaded, plan.source, self._run_lock,
-                                  lambda: self.cache.current is loaded)
+                                  lambda: self.cache.current is loaded, self.on_measured)
         return done
 
     def _run(self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None,

@@ -14,6 +14,7 @@ import contextlib
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,6 +30,7 @@ from tools.engines.remote.http import (
     load_input_image,
     png_bytes,
 )
+from tools.engines.remote.init_image import init_picture
 
 # A1111 "Masked content": 0 fill, 1 original, 2 latent noise, 3 latent nothing.
 INPAINT_ORIGINAL = 1
@@ -83,7 +85,9 @@ class A1111Engine:
         transport: httpx.BaseTransport | None = None,
         inpaint_area: str = "auto",
         native_side: int = 512,
+        upscalers_dir: Path | None = None,
     ) -> None:
+        self.upscalers_dir = upscalers_dir  # "Upscale ×2": the init enlarged here first
         self.inpaint_area = inpaint_area
         self.native_side = native_side
         self.base_url = base_url.rstrip("/")
@@ -125,7 +129,7 @@ class A1111Engine:
             payload["override_settings"] = overrides
         if request.init_image is not None:
             size = (request.width, request.height)
-            init = load_input_image(request.init_image, size)
+            init = init_picture(request, self.upscalers_dir)
             payload |= {
                 "init_images": [base64.b64encode(png_bytes(init)).decode("ascii")],
                 "denoising_strength": request.strength,

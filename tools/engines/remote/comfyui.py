@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -43,6 +44,7 @@ from tools.engines.remote.comfyui_workflow import (
 )
 from tools.engines.remote.control import add_controlnets
 from tools.engines.remote.http import decode_image_bytes, error_text, load_input_image, png_bytes
+from tools.engines.remote.init_image import init_picture
 
 __all__ = ["COMFY_SAMPLERS", "ComfyUIEngine", "NodeMap", "comfy_sampler", "default_workflow"]
 
@@ -64,7 +66,9 @@ class ComfyUIEngine:
         *,
         checkpoint: str | None = None,
         timeout: float = 900.0,
+        upscalers_dir: Path | None = None,
     ) -> None:
+        self.upscalers_dir = upscalers_dir  # "Upscale ×2": the init enlarged here first
         if workflow is not None and node_map is None:
             raise EngineError.of("engine_comfyui_needs_node_map")
         self.base_url = base_url.rstrip("/")
@@ -122,7 +126,7 @@ class ComfyUIEngine:
         size = (request.width, request.height)
         names: dict[str, str] = {}
         if request.init_image is not None:
-            init = load_input_image(request.init_image, size)
+            init = init_picture(request, self.upscalers_dir)
             names["init_name"] = self._upload(http, png_bytes(init))
         if request.hires is not None or (request.mask_image and request.inpaint_area == "masked"):
             log.warning("ComfyUI: hires fix / masked-area inpaint not in the built-in workflow")

@@ -177,12 +177,3 @@ def load_upscaler(path: Path, device: str = "auto") -> Upscaler:
     hires batch upscales every image with it); one model at a time."""
     return _cached(path, path.stat().st_mtime, device)
 
-
-def upscale_file(path: Path, source: Path, dest: Path, scale: float,
-                 device: str = "cpu") -> Path:
-    """Upscale the picture at ``source`` by ``scale`` with the model at ``path``; saved
-    as PNG at ``dest``."""
-    with Image.open(source) as im:
-        image = im.convert("RGB")
-    load_upscaler(path, device).upscale(image, scale).save(dest)
-    return dest

@@ -166,31 +166,35 @@ def measure(unet: Any, size: int, quick_steps: int, repeat: int = 2) -> StepTime
     return StepTimes(size, once(1), once(2), quick_steps)
 
 
-def measure_once(data_dir: Path, loaded: Any, runtime: str, quick_steps: int) -> None:
+def measure_once(data_dir: Path, loaded: Any, runtime: str, quick_steps: int) -> bool:
     """On a CPU, after a picture: measure this model at its native size unless done
-    before (the cache), or unless LoRA adapters make the UNet run unlike usual."""
+    before (the cache), or unless LoRA adapters make the UNet run unlike usual. True when
+    a new measurement was saved."""
     if loaded.device != "cpu" or loaded.loras.loaded:
-        return
+        return False
     if loaded.openvino is not None and any(r.paused for r in loaded.openvino.routes):
-        return
+        return False
     size = 1024 if loaded.family == "sdxl" else 512
     key = cache_key(loaded.key, size, runtime)
     if load(data_dir, key) is not None:
-        return
+        return False
     try:
         times = measure(loaded.pipe.unet, size, quick_steps)
     except Exception as err:  # a measurement is a nicety, never a failure
         log.warning("could not time a UNet step: %s: %s", type(err).__name__, err)
-        return
+        return False
     save(data_dir, key, times)
     log.info("this machine: one UNet step at %d² takes %.2f s (%.2f s with CFG)", size,
              times.single_s, times.cfg_s)
+    return True
 
 
 def measure_in_background(settings: Any, loaded: Any, source: Any, lock: threading.Lock,
-                          still_current: Callable[[], bool]) -> None:
+                          still_current: Callable[[], bool],
+                          on_saved: Callable[[], None] | None = None) -> None:
     """Time one UNet step of ``loaded`` on a thread, under the engine's run ``lock`` (so it
-    never overlaps a job), unless another model is resident by then."""
+    never overlaps a job), unless another model is resident by then; ``on_saved`` is
+    called (on that thread) once a new measurement is saved."""
     from tools.engines.diffusers.fastmodels.profile import fast_recipe
 
     steps = settings.fast_steps or fast_recipe(settings, source).family.steps
@@ -198,7 +202,8 @@ def measure_in_background(settings: Any, loaded: Any, source: Any, lock: threadi
 
     def run() -> None:
         with lock:
-            if still_current():
-                measure_once(settings.data_dir, loaded, runtime, steps)
+            saved = still_current() and measure_once(settings.data_dir, loaded, runtime, steps)
+        if saved and on_saved is not None:  # outside the lock: the next job may start
+            on_saved()
 
     threading.Thread(target=run, name="egaki-measure", daemon=True).start()
