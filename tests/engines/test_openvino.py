@@ -343,11 +343,8 @@ def test_int8_unet_is_calibrated_once_then_reused(
     again.unload()
 
 
-def test_int8_applies_to_the_fused_fast_unet_too(
-    tiny_models: TinyModels, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tools.engines.diffusers.openvino import int8 as openvino_int8
-
+def test_int8_applies_to_the_fused_fast_unet_too(tiny_models: TinyModels, tmp_path: Path
+                                                  ) -> None:
     settings = make_tiny_settings(tmp_path / "data", tiny_models, cpu_runtime="openvino",
                                   openvino_precision="f32", openvino_int8=True)
     engine = DiffusersEngine(settings, preview_every=0)
