@@ -306,10 +306,12 @@ def test_openvino_telemetry_is_blocked(tmp_path: Path) -> None:
     assert logs[1] == ""
 
 
-def test_int8_unet_is_calibrated_once_then_reused(
+def test_int8_unet_is_calibrated_once_per_unet_then_reused(
     tiny_models: TinyModels, tmp_path: Path, torch_engine: DiffusersEngine,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The base UNet and fast mode's LoRA-fused UNet are each quantized once; a restart
+    on the same data dir quantizes nothing."""
     from tools.engines.diffusers.openvino import int8 as openvino_int8
 
     seen: list[int] = []
@@ -329,6 +331,16 @@ def test_int8_unet_is_calibrated_once_then_reused(
     assert any(n.get_type_name() == "FakeQuantize" for n in unet.model.model.get_ops())
     want = px(torch_engine.generate(req())[0].image)
     assert got.shape == want.shape and np.abs(got - want).mean() < 40
+
+    engine.generate(req(fast=True, steps=2))  # fast mode: its own fused UNet, quantized too
+    assert seen == [16, 16]
+    accel = engine.cache.current.openvino  # type: ignore[union-attr]
+    fused = next(k for k in accel.unet_models if k.startswith("lora:"))
+    for key in ("base", fused):
+        assert any(n.get_type_name() == "FakeQuantize"
+                   for n in accel.unet_models[key].model.get_ops()), key
+    r = routes(engine)["forward"]
+    assert r.model is accel.unet_models[fused] and r.failed is None
     engine.unload()
 
     def no_requantize(*a: Any, **k: Any) -> None:
@@ -340,20 +352,6 @@ def test_int8_unet_is_calibrated_once_then_reused(
     unet = routes(again)["forward"]
     assert unet.calls == 3 and unet.failed is None
     assert any(n.get_type_name() == "FakeQuantize" for n in unet.model.model.get_ops())
+    again.generate(req(fast=True, steps=2))
+    assert routes(again)["forward"].failed is None
     again.unload()
-
-
-def test_int8_applies_to_the_fused_fast_unet_too(tiny_models: TinyModels, tmp_path: Path
-                                                  ) -> None:
-    settings = make_tiny_settings(tmp_path / "data", tiny_models, cpu_runtime="openvino",
-                                  openvino_precision="f32", openvino_int8=True)
-    engine = DiffusersEngine(settings, preview_every=0)
-    engine.generate(req(fast=True, steps=2))
-    accel = engine.cache.current.openvino  # type: ignore[union-attr]
-    fused = next(k for k in accel.unet_models if k.startswith("lora:"))
-    for key in ("base", fused):
-        assert any(n.get_type_name() == "FakeQuantize"
-                   for n in accel.unet_models[key].model.get_ops()), key
-    r = routes(engine)["forward"]
-    assert r.model is accel.unet_models[fused] and r.failed is None
-    engine.unload()
