@@ -166,7 +166,7 @@ class A1111Engine:
     ) -> list[GeneratedImage]:
         """Run one job on the web UI; blocks until images arrive or it is cancelled."""
         if cancel is not None and cancel.is_set():
-            raise GenerationCancelled.of("engine_a1111_stopped")
+            raise GenerationCancelled.of("generation_stopped")
         request = request.with_seed()
         endpoint = "img2img" if request.init_image is not None else "txt2img"
         payload = self.build_payload(request)
@@ -197,7 +197,7 @@ class A1111Engine:
                 raise EngineError.of("engine_a1111_timeout", seconds=self.timeout)
             raise _unreachable(self.base_url, err)
         if interrupted:
-            raise GenerationCancelled.of("engine_a1111_stopped")
+            raise GenerationCancelled.of("generation_stopped")
         return self._parse(box["resp"], request, endpoint, time.perf_counter() - t0)
 
     def _watch(
