@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     repeat = a.repeat or (5 if device == "cuda" else 1)
     paths = a.paths or ("naive,torch,egaki,fast-torch,fast,long,control" if device == "cpu"
                         else "naive,egaki,fast,long,control")
+    if not a.paths and all(m in DISTILLED for m in models):
+        paths = "fast-torch,fast" if device == "cpu" else "naive,fast"  # their own recipe
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, models)
 

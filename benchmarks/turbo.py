@@ -72,14 +72,14 @@ class Clock:
         setattr(owner, name, timed)
 
 
-def engine_for(model_dir: Path, taesd: Path) -> Any:
+def engine_for(model_dir: Path, taesd: Path, runtime: str = "auto") -> Any:
     """Egaki's engine on the default CPU runtime, as the speed benchmark builds it."""
     from tools.core.settings import Settings
     from tools.engines.diffusers.engine import DiffusersEngine
 
     settings = Settings(_env_file=None, data_dir=model_dir.parent / "egaki-data",  # type: ignore[call-arg]
                         image_model=str(model_dir), offline=True, tiny_vae_model=str(taesd),
-                        fast_lora="off", measure_machine=False)
+                        fast_lora="off", measure_machine=False, cpu_runtime=runtime)
     return DiffusersEngine(settings, preview_every=0)
 
 
@@ -144,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--runtime", default="auto", choices=("auto", "torch", "openvino"),
+                   help="the CPU runtime (default: Egaki's, OpenVINO where installed)")
     a = p.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, ["sd-turbo"])
-    engine = engine_for(dirs["sd-turbo"], dirs["taesd"])
+    engine = engine_for(dirs["sd-turbo"], dirs["taesd"], a.runtime)
     t0 = time.perf_counter()
     engine.generate(request())  # load, convert once, compile
     print(f"first image (load, convert, compile) {time.perf_counter() - t0:.1f} s", flush=True)
