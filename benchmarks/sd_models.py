@@ -76,6 +76,52 @@ def build_sd15(path: Path) -> Path:
     return path
 
 
+def _sd2_unet(sample_size: int = 64) -> Any:
+    """The SD 2.x UNet (865M): linear projections, OpenCLIP-H cross-attention, 5/10/20 heads
+    (diffusers' ``attention_head_dim`` holds the head count for this model)."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
+        use_linear_projection=True,
+    )
+
+
+def _save_with_name(pipe: Any, path: Path, name: str) -> Path:
+    """Save ``pipe`` with ``_name_or_path`` = the hub id, as a real download records it."""
+    import json
+
+    pipe.save_pretrained(path, safe_serialization=True)
+    index = path / "model_index.json"
+    data = json.loads(index.read_text())
+    data["_name_or_path"] = name
+    index.write_text(json.dumps(data, indent=2))
+    return path
+
+
+def build_sd_turbo(path: Path) -> Path:
+    """SD-Turbo (stabilityai/sd-turbo): the SD 2.1-base UNet, OpenCLIP ViT-H/14 text
+    encoder (23 of its 24 layers, as diffusers ships it), SD VAE, Euler with trailing
+    timesteps; ``model_index.json`` names the hub repo as a download does."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    pipe: Any = StableDiffusionPipeline(
+        vae=_vae(768, 0.18215, False),
+        text_encoder=CLIPTextModel(_clip(1024, 23, 16, 4096, "gelu", 512)),
+        tokenizer=byte_tokenizer(), unet=_sd2_unet(),
+        scheduler=EulerDiscreteScheduler(timestep_spacing="trailing", **_scheduler_kwargs()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    return _save_with_name(pipe, path, "stabilityai/sd-turbo")
+
+
 def build_tiny(path: Path) -> Path:
     """A tiny SD1.5-shaped model (64² images in milliseconds) to check a benchmark runs;
     its numbers say nothing about real models."""

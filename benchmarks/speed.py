@@ -17,6 +17,9 @@ subprocess so peak memory (RSS on CPU, allocated VRAM on GPU) is its own:
 * ``torch``  — the same with ``cpu_runtime=torch`` (CPU only: PyTorch eager);
 * ``fast``   — Egaki's fast mode: LCM, ``--fast-steps`` steps, no CFG, TAESD decode, with
   a random LoRA shaped like the LCM LoRA (what fast mode adds to undistilled models);
+  on a distilled model (``--models sd-turbo``) its own recipe instead: 1 step, Euler
+  with trailing timesteps, no CFG, TAESD, no LoRA (see ``benchmarks/turbo.py`` for where
+  the one step's time goes);
 * ``fast-torch`` — fast mode with ``cpu_runtime=torch`` (CPU only);
 * ``int8`` / ``fast-int8`` — ``egaki`` / ``fast`` with the int8 OpenVINO UNet (CPU only,
   opt-in: calibrated once into ``--workdir``, several minutes);
@@ -56,7 +59,10 @@ from typing import Any
 from benchmarks.hires_rows import hires_fields, overhead_lines, upscalers_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-SIZES = {"sd15": 512, "sdxl": 1024, "tiny": 64}
+SIZES = {"sd15": 512, "sdxl": 1024, "tiny": 64, "sd-turbo": 512}
+# Models distilled for few steps (random weights, real architecture): their own recipe's
+# step count; ``fast`` runs them as Egaki's fast mode does (no LCM LoRA, no CFG, TAESD).
+DISTILLED = {"sd-turbo": 1}
 PROMPT = "two women playing beach volleyball on a sunny beach, photo"
 
 
@@ -76,10 +82,12 @@ def ensure_models(workdir: Path, models: list[str]) -> dict[str, Path]:
         path = workdir / name
         if not (path / ("config.json" if name == "taesd" else "model_index.json")).exists():
             t0 = time.perf_counter()
-            getattr(sd_models, f"build_{name}")(path)
+            getattr(sd_models, f"build_{name.replace('-', '_')}")(path)
             print(f"built random {name} in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
         paths[name] = path
     for name in models:  # fast mode's LCM LoRA (the random models aren't distilled)
+        if name in DISTILLED:
+            continue
         path = workdir / f"{name}-lcm-lora"
         if not any(path.glob("*.safetensors")):
             sd_models.build_lcm_lora(workdir / name, path)
@@ -155,7 +163,7 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
                             measure_machine=False)
         engine = DiffusersEngine(settings, preview_every=0)
         fast = path_name.startswith("fast")
-        used_steps = fast_steps if fast else steps
+        used_steps = DISTILLED.get(model, fast_steps) if fast else steps
 
         def run(n: int = used_steps) -> None:
             engine.generate(ImageRequest(prompt=PROMPT, width=size, height=size, steps=n,
@@ -255,7 +263,8 @@ def _long_row(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", help="sd15,sdxl or tiny (default: sd15 on CPU, both on GPU)")
+    p.add_argument("--models", help="sd15,sdxl,sd-turbo or tiny (default: sd15 on CPU, "
+                   "sd15,sdxl on GPU)")
     p.add_argument("--paths", help="default: naive,torch,egaki,fast-torch,fast,long,control on "
                    "CPU, naive,egaki,fast,long,control elsewhere")
     p.add_argument("--steps", type=int, default=20)
@@ -272,13 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     repeat = a.repeat or (5 if device == "cuda" else 1)
     paths = a.paths or ("naive,torch,egaki,fast-torch,fast,long,control" if device == "cpu"
                         else "naive,egaki,fast,long,control")
+    if not a.paths and all(m in DISTILLED for m in models):
+        paths = "fast-torch,fast" if device == "cpu" else "naive,fast"  # their own recipe
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, models)
 
     if a.worker:
         path_name, model = a.worker
         out = worker(path_name, model, dirs[model], dirs["taesd"], a.steps, repeat, a.warmup,
-                     a.fast_steps, dirs[f"{model}-lcm-lora"])
+                     a.fast_steps, dirs.get(f"{model}-lcm-lora"))
         print("RESULT " + json.dumps(out), flush=True)
         return 0
 

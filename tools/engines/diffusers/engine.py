@@ -244,7 +244,8 @@ class DiffusersEngine:
         """Load the plan's LoRAs (plus the fast LoRA for a non-distilled model in fast
         mode) into ``pipe``; returns every LoRA applied."""
         loras, fast_lora = list(plan.loras), None
-        if plan.request.fast and not is_distilled(loaded.pipe.unet, loaded.source.name):
+        if plan.request.fast and not is_distilled(loaded.pipe.unet, loaded.source.name,
+                                                  loaded.source.path):
             fast_lora = resolve_fast_lora(self.settings, loaded.family, self.on_download)
             loras += [fast_lora] if fast_lora is not None else []
         if loaded.openvino is not None:  # it loads the LoRAs (into torch only if needed)

@@ -17,7 +17,7 @@ from typing import Any
 
 from tools.core.errors import ModelMissing
 from tools.core.settings import Settings
-from tools.engines.diffusers.fastmodels.families import best_adapter
+from tools.engines.diffusers.fastmodels.families import best_adapter, detect_model
 from tools.engines.diffusers.hub import DownloadCallback, cached_snapshot, ensure_snapshot
 from tools.engines.diffusers.lora import ResolvedLora
 
@@ -27,10 +27,12 @@ _DISTILLED = re.compile(r"lcm|turbo|lightning|hyper|tcd|dmd|sdxs", re.IGNORECASE
 NAME = "fast-lcm"
 
 
-def is_distilled(unet: Any, model_name: str) -> bool:
-    """True when the model already draws in a few steps without a LoRA."""
+def is_distilled(unet: Any, model_name: str, path: Path | None = None) -> bool:
+    """True when the model already draws in a few steps without a LoRA: by its UNet, its
+    name, or (given its folder) what the plan's few-step detection reads there, e.g. a
+    renamed SD-Turbo download whose ``model_index.json`` still names it."""
     return bool(getattr(unet.config, "time_cond_proj_dim", None)) or bool(
-        _DISTILLED.search(model_name))
+        _DISTILLED.search(model_name)) or detect_model(path, model_name) is not None
 
 
 def _first_weights(folder: Path) -> Path | None:
