@@ -110,3 +110,37 @@ def release_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError) as err:  # musl or no glibc: nothing to trim
             log.debug("malloc_trim unavailable: %s", err)
+
+
+def rss_split() -> dict[str, int]:
+    """This process's resident memory now by kind, in bytes: ``anon`` (heap, tensors,
+    compiled models: only swap can take it), ``file`` (memory-mapped files such as
+    OpenVINO IR weights and safetensors: the OS can drop and re-read those pages) and
+    ``shmem``. Empty where /proc is missing."""
+    names = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, int] = {}
+    try:
+        for line in (_PROC / "status").read_text().splitlines():
+            key = line.split(":", 1)[0] + ":"
+            if key in names:
+                out[names[key]] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def file_mappings(top: int = 5) -> list[tuple[str, int]]:
+    """The ``top`` files mapped into this process by resident bytes (name, bytes), from
+    /proc/self/smaps: which weights the file-backed part of the RSS is."""
+    sizes: dict[str, int] = {}
+    name = ""
+    try:
+        for line in (_PROC / "smaps").read_text().splitlines():
+            parts = line.split()
+            if parts and "-" in parts[0] and len(parts) >= 5 and ":" not in parts[0]:
+                name = parts[5] if len(parts) > 5 and parts[5].startswith("/") else ""
+            elif name and parts and parts[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(parts[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return []
+    return sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
