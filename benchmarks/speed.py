@@ -179,6 +179,7 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
 
     release_heap()
     steady = (current_rss() or 0) / 2**30  # resident after the first image: what stays
+    split = steady_split()
     if path_name == "long":
         return {"path": path_name, "model": model, "device": device, "size": size,
                 "steps": used_steps, "load_s": load_s,
@@ -196,7 +197,17 @@ def worker(path_name: str, model: str, model_dir: Path, taesd: Path, steps: int,
             "it_per_s": used_steps / median, "peak_gib": peak, "load_s": load_s,
             "peak_kind": meter.result.kind if meter.result else "lifetime",
             "process_peak_gib": lifetime_rss_peak() / 2**30, "steady_gib": steady,
-            "load_avg": os.getloadavg()[0]}
+            **split, "load_avg": os.getloadavg()[0]}
+
+
+def steady_split() -> dict[str, Any]:
+    """The steady RSS as anonymous vs file-backed GiB, and the largest mapped files."""
+    from tools.engines.memory import file_mappings, rss_split
+
+    kinds = rss_split()
+    return {"steady_anon_gib": kinds.get("anon", 0) / 2**30,
+            "steady_file_gib": kinds.get("file", 0) / 2**30,
+            "steady_files": [(Path(n).name, b / 2**30) for n, b in file_mappings(4)]}
 
 
 def prompt_of(tokenizer: Any, n: int) -> str:
@@ -323,8 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model:5} {path_name:6} {r['size']}² {r['steps']:3d} steps  "
                   f"{r['seconds']:8.2f} s/img  {r['it_per_s']:6.2f} it/s  "
                   f"peak {r['peak_gib']:5.1f} GiB  process peak {r['process_peak_gib']:5.1f} GiB  "
-                  f"after 1st image {r['steady_gib']:5.1f} GiB  (load {r['load_s']:.0f} s, "
-                  f"load avg {r['load_avg']:.1f})", flush=True)
+                  f"after 1st image {r['steady_gib']:5.1f} GiB "
+                  f"(anon {r.get('steady_anon_gib', 0):.2f}, "
+                  f"file {r.get('steady_file_gib', 0):.2f})"
+                  f"  (load {r['load_s']:.0f} s, load avg {r['load_avg']:.1f})", flush=True)
     for model in models:
         base = next((r for r in results if r["model"] == model and r["path"] == "naive"), None)
         for r in results:

@@ -40,7 +40,10 @@ def px(image: Image.Image) -> np.ndarray:
 def routes(engine: DiffusersEngine) -> dict[str, Any]:
     loaded = engine.cache.current
     assert loaded is not None and loaded.openvino is not None, "OpenVINO was not used"
-    return {r.method: r for r in loaded.openvino.routes}
+    # the UNet's route is "forward", the VAE's "decode"; text encoders by their name
+    names = {id(loaded.pipe.text_encoder): "text_encoder",
+             id(getattr(loaded.pipe, "text_encoder_2", None)): "text_encoder_2"}
+    return {names.get(id(r.module), r.method): r for r in loaded.openvino.routes}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +117,7 @@ def test_converted_models_are_cached_under_the_data_dir_and_reused(
 ) -> None:
     ov_engine.generate(req())
     irs = sorted(p.name for p in (ov_data / "cache" / "openvino").rglob("*.xml"))
-    assert irs == ["decoder.xml", "unet.xml"]
+    assert irs == ["decoder.xml", "text_encoder.xml", "unet.xml"]
     ov_engine.unload()
 
     def no_conversion(*a: Any, **k: Any) -> None:

@@ -110,3 +110,67 @@ def release_heap() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError) as err:  # musl or no glibc: nothing to trim
             log.debug("malloc_trim unavailable: %s", err)
+
+
+def rss_split() -> dict[str, int]:
+    """This process's resident memory now by kind, in bytes: ``anon`` (heap, tensors,
+    compiled models: only swap can take it), ``file`` (memory-mapped files such as
+    OpenVINO IR weights and safetensors: the OS can drop and re-read those pages) and
+    ``shmem``. Empty where /proc is missing."""
+    names = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, int] = {}
+    try:
+        for line in (_PROC / "status").read_text().splitlines():
+            key = line.split(":", 1)[0] + ":"
+            if key in names:
+                out[names[key]] = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def file_mappings(top: int = 5) -> list[tuple[str, int]]:
+    """The ``top`` files mapped into this process by resident bytes (name, bytes), from
+    /proc/self/smaps: which weights the file-backed part of the RSS is."""
+    sizes: dict[str, int] = {}
+    name = ""
+    try:
+        for line in (_PROC / "smaps").read_text().splitlines():
+            parts = line.split()
+            if parts and "-" in parts[0] and len(parts) >= 5 and ":" not in parts[0]:
+                name = parts[5] if len(parts) > 5 and parts[5].startswith("/") else ""
+            elif name and parts and parts[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0) + int(parts[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return []
+    return sorted(sizes.items(), key=lambda kv: -kv[1])[:top]
+
+
+def drop_mapped_pages(path: Path) -> int:
+    """Drop this process's resident pages of read-only mappings of ``path``; bytes
+    advised. The mappings stay valid: a page read again comes back from the file.
+
+    OpenVINO's compiled CPU models keep the IR's ``.bin`` mapped after the compile has
+    copied the weights into its own layout, with every page it read still resident
+    (SD1.5's UNet: 1.6 GiB). Only mappings without write permission are touched, so no
+    private change can be lost.
+    """
+    if not sys.platform.startswith("linux"):
+        return 0
+    target = str(Path(path).resolve())
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        lines = (_PROC / "maps").read_text().splitlines()
+    except (OSError, AttributeError) as err:
+        log.debug("can't drop mapped pages: %s", err)
+        return 0
+    dropped = 0
+    for line in lines:
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or parts[5] != target or "w" in parts[1]:
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        if libc.madvise(start, end - start, 4) == 0:  # MADV_DONTNEED
+            dropped += end - start
+    return dropped

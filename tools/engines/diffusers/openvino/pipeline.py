@@ -12,13 +12,16 @@ What runs where:
   compile per latent shape); torch when a call carries anything else (LoRA scales,
   ControlNet residuals) or when paused;
 * VAE / TAESD decode — OpenVINO unless tiled decoding is on;
-* text encoder, VAE encoder (img2img, inpaint), samplers — torch, unchanged.
+* text encoder(s) — OpenVINO, the token lookup in torch
+  (:mod:`~tools.engines.diffusers.openvino.text_encoder`); torch for a LoRA with a
+  text-encoder part;
+* VAE encoder (img2img, inpaint), samplers — torch, unchanged.
 
-Each weight is held once: after the routes are installed, the torch UNet and VAE decoder
-are released (:mod:`~tools.engines.diffusers.openvino.weights`) and come back, memory-mapped,
-only when a fallback runs torch (a LoRA request, an odd latent size, a tiled decode, a
-failed route). Fast mode's fused UNet is converted once with the LoRA loaded; after that
-the LoRA is not loaded into torch at all.
+Each weight is held once: after the routes are installed, the torch UNet, VAE decoder
+and text encoders are released (:mod:`~tools.engines.diffusers.openvino.weights`) and
+come back, memory-mapped, only when a fallback runs torch (a LoRA request, an odd latent
+size, a tiled decode, a failed route). Fast mode's fused UNet is converted once with the
+LoRA loaded; after that the LoRA is not loaded into torch at all.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tools.engines.diffusers.lora import LoraSet, ResolvedLora, load_weights
+from tools.engines.diffusers.openvino import text_encoder as te_route
 from tools.engines.diffusers.openvino.runtime import (
     OvModel,
     OvRoute,
@@ -149,7 +154,8 @@ class OpenVinoPipeline:
     unet_models: dict[str, OvModel] = field(default_factory=dict)  # "base", LoRA-fused ones
     int8: bool = False
     family: str = "sd15"
-    weights: dict[str, TorchWeights] = field(default_factory=dict)  # "unet", "decoder"
+    weights: dict[str, TorchWeights] = field(default_factory=dict)  # "unet", "decoder"…
+    served_by: dict[str, OvRoute] = field(default_factory=dict)  # same keys
     keep_torch: bool = False  # True: never release the torch modules (old behaviour)
 
     def add_decoder(self, vae: Any, identity: tuple[str, ...], on_status: StatusCallback | None
@@ -168,21 +174,44 @@ class OpenVinoPipeline:
         """Let ``weights`` leave memory while ``route`` serves; the route's torch fallback
         puts them back first."""
         self.weights[name] = weights
+        self.served_by[name] = route
         route.before_eager = weights.ensure
+
+    def add_text_encoders(self, pipe: Any, model_dir: Path | None,
+                          on_status: StatusCallback | None = None) -> None:
+        """Route each text encoder through OpenVINO (see :mod:`.text_encoder`)."""
+        for part in te_route.PARTS:
+            te = getattr(pipe, part, None)
+            if te is None or not hasattr(te, "get_input_embeddings"):
+                continue
+            specs, example = te_route.encoder_inputs(te)
+            ir = _ensure_ir(self.root, self.identity, part, te.config.to_dict(),
+                            partial(te_route.encoder_module, te), example, specs, on_status)
+            if ir is None:
+                continue
+            route = OvRoute(te, "forward", OvModel(ir, self.precision),
+                            te_route.accepts(te), te_route.wrap(te))
+            self.routes.append(route)
+            self.track(part, TorchWeights(
+                te, part.replace("_", " "), te_route.weight_files(model_dir, part),
+                ir.parent / f"torch-{part}.safetensors", keep=te_route.KEEP), route)
 
     def release_torch(self) -> None:
         """Drop the torch copies OpenVINO replaced (not those of a failed route)."""
         if self.keep_torch:
             return
-        failed = {r.method for r in self.routes if r.failed}
         for name, weights in self.weights.items():
-            if ("forward" if name == "unet" else "decode") not in failed:
+            if not self.served_by[name].failed:
                 weights.release()
 
-    def need_torch(self) -> None:
-        """Put the torch UNet back (memory-mapped) before adapters go into it."""
-        if "unet" in self.weights:
-            self.weights["unet"].ensure()
+    def need_torch(self, loras: Sequence[ResolvedLora] = ()) -> None:
+        """Put the torch UNet back (memory-mapped) before adapters go into it, and the
+        text encoders too when one of ``loras`` changes them."""
+        names = ["unet"] + (list(te_route.PARTS) if any(not _unet_only(lo) for lo in loras)
+                            else [])
+        for name in names:
+            if name in self.weights:
+                self.weights[name].ensure()
 
     def prepare(self, pipe: Any, lora_set: LoraSet, loras: Sequence[ResolvedLora],
                 fusable: ResolvedLora | None, on_status: StatusCallback | None = None
@@ -205,12 +234,12 @@ class OpenVinoPipeline:
                     route.model.release()  # one compiled UNet in memory at a time
                     route.model = self.unet_models[key]
                 if loras and not _unet_only(loras[0]):  # its text-encoder part: torch
-                    self.need_torch()
+                    self.need_torch(loras)
                     lora_set.apply(pipe, list(loras))
                 else:
                     self.release_torch()
                 return
-        self.need_torch()
+        self.need_torch(loras)
         lora_set.apply(pipe, list(loras))
         if route is not None:
             route.paused = True
@@ -226,7 +255,7 @@ class OpenVinoPipeline:
         fused: list[bool] = []
 
         def build() -> Any:
-            self.need_torch()
+            self.need_torch([lora])
             lora_set.apply(pipe, [lora])
             pipe.fuse_lora(components=["unet"], lora_scale=lora.weight,
                            adapter_names=[lora.adapter_name])
@@ -262,6 +291,7 @@ class OpenVinoPipeline:
             r.uninstall()
         self.routes.clear()
         self.weights.clear()
+        self.served_by.clear()
 
 
 def _unet_only(lora: ResolvedLora) -> bool:
@@ -304,7 +334,7 @@ def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any,
         return None
     finally:
         release_heap()
-    prune_cache(root, keep=4)
+    prune_cache(root, keep=8)  # SD1.5 fast: UNet, fused UNet, 2 decoders, text encoder
     return ir
 
 
@@ -345,6 +375,8 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
         accel.track("decoder", TorchWeights(
             pipe.vae.decoder, "VAE decoder", _own_file(model_dir, "vae", "decoder."),
             route.model.ir.parent / "torch-decoder.safetensors"), route)
+    accel.add_text_encoders(pipe, model_dir if model_dir and model_dir.is_dir() else None,
+                            on_status)
     if not accel.routes:
         return None
     accel.release_torch()

@@ -86,9 +86,13 @@ class TorchWeights:
     """
 
     def __init__(self, module: Any, name: str, candidates: list[tuple[Path, str]],
-                 copy: Path) -> None:
+                 copy: Path, keep: tuple[str, ...] = ()) -> None:
         self.module, self.name = module, name
         self.candidates, self.copy = candidates, copy
+        # state-dict name prefixes that stay in torch (e.g. the text encoder's token
+        # table): mapped from the file at the first release, never moved to meta
+        self.keep = keep
+        self._mapped_kept = False
         self.source: tuple[Path, str] | None = None
         self.resident = True
         self._lock = threading.Lock()
@@ -102,7 +106,10 @@ class TorchWeights:
                 self.source = self._find_or_save()
                 if self.source is None:
                     return False
-            self.module.to("meta")
+            if self.keep:
+                self._release_all_but_kept()
+            else:
+                self.module.to("meta")
             self.resident = False
         release_heap()
         log.info("released the torch %s (OpenVINO serves it; reloads on demand)", self.name)
@@ -114,10 +121,42 @@ class TorchWeights:
             if self.resident or self.source is None:
                 return
             path, prefix = self.source
-            self.module.load_state_dict(mmap_state_dict(path, prefix), strict=True,
-                                        assign=True)
+            state = {k: v for k, v in mmap_state_dict(path, prefix).items()
+                     if not k.startswith(self.keep or ("\0",))}
+            result = self.module.load_state_dict(state, strict=not self.keep, assign=True)
+            missing = [k for k in result.missing_keys if not k.startswith(self.keep)]
+            if missing or result.unexpected_keys:  # e.g. adapters went in while released
+                raise RuntimeError(f"the torch {self.name} can't be reloaded: missing "
+                                   f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}")
             self.resident = True
         log.info("reloaded the torch %s from %s (a fallback needs it)", self.name, path.name)
+
+    def _release_all_but_kept(self) -> None:
+        """Move every parameter and persistent buffer to meta except the kept ones
+        (buffers outside the state dict, e.g. CLIP's position ids, stay: ``ensure``
+        could not restore them). At the first release the kept ones become views of the
+        file's memory map: the pages a call touches are read, nothing else."""
+        import torch
+
+        assert self.source is not None
+        state = self.module.state_dict(keep_vars=True)
+        for name, tensor in state.items():
+            if name.startswith(self.keep):
+                continue
+            owner, _, leaf = name.rpartition(".")
+            holder = self.module.get_submodule(owner)
+            empty = torch.empty_like(tensor, device="meta")
+            if leaf in holder._parameters:
+                holder._parameters[leaf] = torch.nn.Parameter(
+                    empty, requires_grad=tensor.requires_grad)
+            else:
+                holder._buffers[leaf] = empty
+        if not self._mapped_kept:
+            path, prefix = self.source
+            kept = {k: v for k, v in mmap_state_dict(path, prefix).items()
+                    if k.startswith(self.keep) and k in state and v.shape == state[k].shape}
+            self.module.load_state_dict(kept, strict=False, assign=True)
+            self._mapped_kept = True
 
     def _find_or_save(self) -> tuple[Path, str] | None:
         for path, prefix in self.candidates:
