@@ -292,7 +292,7 @@ class PipelineCache:
         try:
             precision = pick_precision(self.settings.openvino_precision)
             return accelerate(pipe, key, self.settings.cache_dir / "openvino", precision,
-                              status, int8=self.settings.openvino_int8, family=family,
+                              status, int8=self.settings.openvino_int8,
                               model_dir=source.path if source.kind != "single_file" else None)
         except Exception as err:  # an optimisation, never a failure
             log.warning("OpenVINO unavailable (%s: %s); running torch", type(err).__name__, err)

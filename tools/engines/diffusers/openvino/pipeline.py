@@ -153,7 +153,6 @@ class OpenVinoPipeline:
     routes: list[OvRoute] = field(default_factory=list)
     unet_models: dict[str, OvModel] = field(default_factory=dict)  # "base", LoRA-fused ones
     int8: bool = False
-    family: str = "sd15"
     weights: dict[str, TorchWeights] = field(default_factory=dict)  # "unet", "decoder"…
     served_by: dict[str, OvRoute] = field(default_factory=dict)  # same keys
     keep_torch: bool = False  # True: never release the torch modules (old behaviour)
@@ -340,7 +339,7 @@ def _ensure_ir(root: Path, identity: Sequence[str], part: str, config: Any,
 
 def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
                on_status: StatusCallback | None = None, *, int8: bool = False,
-               family: str = "sd15", model_dir: Path | None = None,
+               model_dir: Path | None = None,
                keep_torch: bool = False) -> OpenVinoPipeline | None:
     """Route ``pipe``'s UNet and VAE decoder through OpenVINO; None if neither converts.
 
@@ -350,7 +349,7 @@ def accelerate(pipe: Any, identity: tuple[str, ...], root: Path, precision: str,
     loaded, else a copy is saved beside the IR to reload them from.
     """
     accel = OpenVinoPipeline(root=root, precision=precision, identity=identity, int8=int8,
-                             family=family, keep_torch=keep_torch)
+                             keep_torch=keep_torch)
     unet = pipe.unet
     extra, specs, example = unet_inputs(unet)
     ir = _ensure_ir(root, identity, "unet", unet.config, lambda: unet_module(unet, extra),
