@@ -30,14 +30,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from tools.core.engine import GeneratedImage, StepCallback
-from tools.core.errors import EgakiError, EngineError, GenerationCancelled, InvalidRequest
+from tools.core.errors import EgakiError, EngineError, GenerationCancelled
 from tools.core.request import MAX_SEED, ImageRequest
 from tools.core.settings import Settings
 from tools.engines.diffusers.control.pipeline import ControlNets
@@ -49,8 +48,6 @@ from tools.engines.diffusers.models import (
     ModelSource,
     list_checkpoints,
     list_loras,
-    lora_hash,
-    model_hash,
 )
 from tools.engines.diffusers.models import resolve_model as _resolve_model
 from tools.engines.diffusers.passes.enlarge import check_init_upscaler, enlarge_init
@@ -64,39 +61,22 @@ from tools.engines.diffusers.prompts.a1111 import TokenCount
 from tools.engines.diffusers.prompts.counter import TokenCounter
 from tools.engines.diffusers.prompts.encoding import encode
 from tools.engines.diffusers.prompts.textual_inversion import EmbeddingRegistry
+from tools.engines.diffusers.steps import (
+    Denoised,
+    Prepared,
+    StepEnd,
+    check_cancel,
+    check_mode,
+    finish,
+    lora_hashes,
+    pipe_kwargs,
+)
 from tools.engines.diffusers.vae_precision import tile_large_decodes
 from tools.engines.memory import PeakMeter
 from tools.engines.upscalers.tiled import load_upscaler
 
 log = logging.getLogger(__name__)
 
-StepEnd = Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]
-
-
-def _check_cancel(cancel: threading.Event | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise GenerationCancelled.of("engine_diffusers_stopped")
-
-
-@dataclass
-class _Prepared:
-    """Step 3's outcome: the pipeline set up for one job and what the later steps need."""
-
-    pipe: Any
-    seeds: list[int]  # one per image: seed, seed+1, … (wrapped to valid A1111 seeds)
-    extra: dict[str, str]  # A1111 ``extra_generation_params`` for the infotext
-    tiny: Any | None  # TAESD decoding the result (fast/tiny mode), else the full VAE does
-    preview_vae: Any | None  # TAESD for step previews, when available
-    control: dict[str, Any] = field(default_factory=dict)  # ControlNet __call__ arguments
-
-
-@dataclass
-class _Denoised:
-    """Step 4's outcome: the decoded images and what the run cost."""
-
-    images: list[Image.Image]
-    elapsed: float
-    peak: str
 
 
 class DiffusersEngine:
@@ -168,13 +148,13 @@ class DiffusersEngine:
         if plan.request.hires is not None:
             check_hires(plan.request.hires, plan.request.steps, self.settings.upscalers_dir)
         check_init_upscaler(plan.request.init_upscaler, self.settings.upscalers_dir)
-        _check_cancel(cancel)
+        check_cancel(cancel)
         with self._run_lock:
             # 2. load
             loaded = self.cache.get(plan.source, self.on_download)
             plan = enlarge_init(plan, self._upscale_with, self.settings.upscalers_dir)  # ×2
-            _check_cancel(cancel)
-            _check_mode(loaded, plan.request)
+            check_cancel(cancel)
+            check_mode(loaded, plan.request)
             crop = crop_plan(plan, native_side(loaded.pipe), self.settings.inpaint_area)
             if plan.request.hires is not None:  # two passes (passes/hires.py)
                 done = run_hires(plan, lambda p: self._run(loaded, p, on_step, cancel),
@@ -199,14 +179,14 @@ class DiffusersEngine:
         prepared = self._prepare(loaded, plan, on_step)
         # 4. denoise
         step_end = self._step_end(loaded, prepared, plan.request, on_step, cancel)
-        kwargs = _pipe_kwargs(plan, prepared, step_end)
+        kwargs = pipe_kwargs(plan, prepared, step_end)
         measured = self.step_times.announce(
             f"{loaded.device}:{'openvino' if loaded.openvino else 'torch'}:{loaded.family}",
             plan.request, self.on_download)
         denoised = self._denoise(loaded, prepared, plan.request, kwargs)
         measured(denoised.elapsed)
         # 5. finish
-        return self._finish(loaded, plan, prepared, denoised)
+        return finish(loaded, plan, prepared, denoised, self.settings.cache_dir)
 
     def _upscale_with(self, path: Path, image: Image.Image, scale: float) -> Image.Image:
         """An upscaler model from the folder on this engine's device, tiled."""
@@ -215,7 +195,7 @@ class DiffusersEngine:
 
     def _prepare(
         self, loaded: LoadedModel, plan: Plan, on_step: StepCallback | None
-    ) -> _Prepared:
+    ) -> Prepared:
         """Step 3: sampler, LoRAs (with the fast LoRA), decoders and VAE tiling."""
         req = plan.request
         seeds = [(req.seed or 0) + i for i in range(req.batch_size)]
@@ -224,7 +204,7 @@ class DiffusersEngine:
         pipe = control.pipe if control else loaded.pipeline_for(req.mode)
         pipe.scheduler = scheduler_for(req.sampler, loaded.scheduler_config, seeds, plan.scheduler)
         loras = self._apply_loras(loaded, pipe, plan)
-        extra = self._infotext_extras(loras)
+        extra = lora_hashes(loras, self.settings.cache_dir)
         extra.update(self.controlnets.after_loras(loaded, control))
         tiny = None
         if plan.tiny_decoder:
@@ -238,7 +218,7 @@ class DiffusersEngine:
             preview_vae = loaded.tiny_vae(self.settings)[0]
         tile_large_decodes(pipe.vae, req.width, req.height, self.settings.vae_tile_above_px,
                            self.settings.vae_tiling)
-        return _Prepared(pipe, seeds, extra, tiny, preview_vae, control.kwargs if control else {})
+        return Prepared(pipe, seeds, extra, tiny, preview_vae, control.kwargs if control else {})
 
     def _apply_loras(self, loaded: LoadedModel, pipe: Any, plan: Plan) -> list[ResolvedLora]:
         """Load the plan's LoRAs (plus the fast LoRA for a non-distilled model in fast
@@ -261,7 +241,7 @@ class DiffusersEngine:
     def _step_end(
         self,
         loaded: LoadedModel,
-        prepared: _Prepared,
+        prepared: Prepared,
         req: ImageRequest,
         on_step: StepCallback | None,
         cancel: threading.Event | None,
@@ -284,8 +264,8 @@ class DiffusersEngine:
         return on_step_end
 
     def _denoise(
-        self, loaded: LoadedModel, prepared: _Prepared, req: ImageRequest, kwargs: dict[str, Any]
-    ) -> _Denoised:
+        self, loaded: LoadedModel, prepared: Prepared, req: ImageRequest, kwargs: dict[str, Any]
+    ) -> Denoised:
         """Step 4: run the pipeline (and TAESD), measuring time and peak memory."""
         import torch
 
@@ -312,7 +292,7 @@ class DiffusersEngine:
         peak = str(meter.result or "")
         log.info("%d image(s) %dx%d, %d steps in %.1f s, %s", req.batch_size, req.width,
                  req.height, req.steps, elapsed, peak or "peak memory unknown")
-        return _Denoised(images, elapsed, peak)
+        return Denoised(images, elapsed, peak)
 
     def _encode(self, pipe: Any, req: ImageRequest, kwargs: dict[str, Any]) -> dict[str, str]:
         """Step 4a: swap ``prompt``/``negative_prompt`` in ``kwargs`` for their A1111
@@ -332,69 +312,3 @@ class DiffusersEngine:
             extra["TI hashes"] = self.embeddings.hashes(encoded.embeddings)
         return extra
 
-    def _finish(
-        self, loaded: LoadedModel, plan: Plan, prepared: _Prepared, denoised: _Denoised
-    ) -> list[GeneratedImage]:
-        """Step 5: inpaint compositing, the model hash, one result per image."""
-        req, images = plan.request, denoised.images
-        if req.mode == "inpaint" and plan.init is not None and plan.mask is not None:
-            images = [Image.composite(im, plan.init, plan.mask) for im in images]
-        if loaded.hash is None:
-            loaded.hash = model_hash(loaded.source, self.settings.cache_dir)
-        return [
-            GeneratedImage(
-                image=image,
-                request=req.model_copy(update={"seed": seed, "batch_size": 1}),
-                seed=seed,
-                model_name=loaded.source.name,
-                model_hash=loaded.hash,
-                duration_s=denoised.elapsed,
-                extra=dict(prepared.extra),
-                peak_memory=denoised.peak,
-            )
-            for image, seed in zip(images, prepared.seeds, strict=True)
-        ]
-
-    def _infotext_extras(self, loras: list[ResolvedLora]) -> dict[str, str]:
-        """A1111 ``extra_generation_params`` for the PNG infotext (e.g. "Lora hashes")."""
-        extra: dict[str, str] = {}
-        hashes = [
-            f"{lo.name.replace(':', '').replace(',', '')}: {h}"
-            for lo in loras
-            if (h := lora_hash(lo.path, self.settings.cache_dir))
-        ]
-        if hashes:
-            extra["Lora hashes"] = ", ".join(hashes)
-        return extra
-
-
-def _check_mode(loaded: LoadedModel, req: ImageRequest) -> None:
-    """An inpainting checkpoint can only inpaint: say so before any work."""
-    if loaded.is_inpaint_model and req.mode != "inpaint":
-        raise InvalidRequest.of("engine_diffusers_inpaint_only", model=loaded.source.name)
-
-
-def _pipe_kwargs(plan: Plan, prepared: _Prepared, step_end: StepEnd) -> dict[str, Any]:
-    """The pipeline's ``__call__`` arguments for ``plan``'s mode."""
-    import torch
-
-    req, mode = plan.request, plan.request.mode
-    kwargs: dict[str, Any] = {
-        "prompt": plan.prompt,
-        "negative_prompt": req.negative_prompt or None,
-        "num_inference_steps": req.steps,
-        "guidance_scale": req.cfg_scale,
-        "num_images_per_prompt": req.batch_size,
-        "generator": [torch.Generator("cpu").manual_seed(s) for s in prepared.seeds],
-        "callback_on_step_end": step_end,
-        # With TAESD the pipeline stops at the latents; _denoise decodes them.
-        "output_type": "latent" if prepared.tiny is not None else "pil",
-    }
-    if mode != "img2img":  # img2img takes its size from the (resized) init image
-        kwargs.update(width=req.width, height=req.height)
-    if mode != "txt2img":
-        kwargs.update(image=plan.init, strength=req.strength)
-    if mode == "inpaint":
-        kwargs["mask_image"] = plan.mask
-    kwargs.update(prepared.control)
-    return kwargs
