@@ -72,14 +72,15 @@ class Clock:
         setattr(owner, name, timed)
 
 
-def engine_for(model_dir: Path, taesd: Path, runtime: str = "auto") -> Any:
+def engine_for(model_dir: Path, taesd: Path, runtime: str = "auto", int8: bool = False) -> Any:
     """Egaki's engine on the default CPU runtime, as the speed benchmark builds it."""
     from tools.core.settings import Settings
     from tools.engines.diffusers.engine import DiffusersEngine
 
     settings = Settings(_env_file=None, data_dir=model_dir.parent / "egaki-data",  # type: ignore[call-arg]
                         image_model=str(model_dir), offline=True, tiny_vae_model=str(taesd),
-                        fast_lora="off", measure_machine=False, cpu_runtime=runtime)
+                        fast_lora="off", measure_machine=False, cpu_runtime=runtime,
+                        openvino_int8=int8)
     return DiffusersEngine(settings, preview_every=0)
 
 
@@ -146,10 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true")
     p.add_argument("--runtime", default="auto", choices=("auto", "torch", "openvino"),
                    help="the CPU runtime (default: Egaki's, OpenVINO where installed)")
+    p.add_argument("--int8", action="store_true",
+                   help="the int8 OpenVINO UNet (EGAKI_OPENVINO_INT8; calibrated once, minutes)")
     a = p.parse_args(argv)
     a.workdir.mkdir(parents=True, exist_ok=True)
     dirs = ensure_models(a.workdir, ["sd-turbo"])
-    engine = engine_for(dirs["sd-turbo"], dirs["taesd"], a.runtime)
+    engine = engine_for(dirs["sd-turbo"], dirs["taesd"], a.runtime, a.int8)
     t0 = time.perf_counter()
     engine.generate(request())  # load, convert once, compile
     print(f"first image (load, convert, compile) {time.perf_counter() - t0:.1f} s", flush=True)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         result = breakdown(engine, a.repeat, Path(tmp))
     med = result["median"]
     print(f"sd-turbo 512² {result['steps']} step(s), CFG {result['cfg']}, {result['sampler']}, "
-          f"TAESD, {'OpenVINO' if result['openvino'] else 'torch'}: "
+          f"TAESD, {'OpenVINO' if result['openvino'] else 'torch'}{' int8' if a.int8 else ''}: "
           f"{med['generate']:.2f} s/image (median of {a.repeat}; load avg {load:.1f} → "
           f"{os.getloadavg()[0]:.1f}); UNet calls per image: {result['unet_calls']}")
     for part in (*PARTS, "engine, rest", "PNG + infotext"):
