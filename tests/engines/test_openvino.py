@@ -254,6 +254,34 @@ def test_conversion_failure_falls_back_to_torch_with_reason(
     engine.unload()
 
 
+def test_a_unet_that_does_not_convert_leaves_the_text_encoder_route_alone(
+    tiny_models: TinyModels, tmp_path: Path, torch_engine: DiffusersEngine,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the UNet fails to convert: its requests (fast mode's LoRA too) run on torch,
+    and the text encoder's route, also a ``forward``, is never taken for the UNet's."""
+    real_convert = openvino_pipeline.convert
+
+    def unet_breaks(module: Any, example: Any, specs: Any, ir: Path) -> None:
+        if ir.name == "unet.xml":
+            raise RuntimeError("unsupported operation aten::frobnicate")
+        real_convert(module, example, specs, ir)
+
+    monkeypatch.setattr(openvino_pipeline, "convert", unet_breaks)
+    engine = DiffusersEngine(make_tiny_settings(tmp_path / "data", tiny_models,
+                                                cpu_runtime="openvino",
+                                                openvino_precision="f32"), preview_every=0)
+    got = engine.generate(req())[0]
+    want = torch_engine.generate(req())[0]
+    assert np.abs(px(got.image) - px(want.image)).max() <= 3
+    engine.generate(req(fast=True, steps=2))
+    accel = engine.cache.current.openvino  # type: ignore[union-attr]
+    assert "unet" not in accel.served_by and list(accel.unet_models) == []
+    te = routes(engine)["text_encoder"]
+    assert te.failed is None and not te.paused and te.calls >= 2
+    engine.unload()
+
+
 def test_run_time_failure_falls_back_to_torch_for_good(
     ov_engine: DiffusersEngine, torch_engine: DiffusersEngine,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture

@@ -219,7 +219,7 @@ class OpenVinoPipeline:
         OpenVINO UNet without LoRAs; a converted copy with ``fusable`` fused in when it is
         the only LoRA (fast mode's LCM LoRA, UNet-only); both with the torch UNet
         released. Otherwise torch, with the adapters live in its modules."""
-        route = next((r for r in self.routes if r.method == "forward"), None)
+        route = self.served_by.get("unet")  # not a text encoder's (also a "forward")
         served = route is not None and not route.failed and (not loras or (
             fusable is not None and list(loras) == [fusable]))
         if served:
