@@ -71,14 +71,22 @@ def _reset_rss_peak() -> bool:
     return _read_hwm() is not None
 
 
-def _read_hwm() -> int | None:
+def _status_bytes() -> dict[str, int]:
+    """The memory lines of /proc/self/status ("VmRSS", "RssAnon"…) in bytes; empty where
+    /proc is missing."""
+    out: dict[str, int] = {}
     try:
         for line in (_PROC / "status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+            key, _, value = line.partition(":")
+            if value.strip().endswith(" kB"):
+                out[key] = int(value.split()[0]) * 1024
     except (OSError, ValueError, IndexError):
-        return None
-    return None
+        return {}
+    return out
+
+
+def _read_hwm() -> int | None:
+    return _status_bytes().get("VmHWM")
 
 
 def lifetime_rss_peak() -> int:
@@ -89,13 +97,7 @@ def lifetime_rss_peak() -> int:
 
 def current_rss() -> int | None:
     """This process's resident memory now, in bytes (None where /proc is missing)."""
-    try:
-        for line in (_PROC / "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return _status_bytes().get("VmRSS")
 
 
 def release_heap() -> None:
@@ -117,16 +119,9 @@ def rss_split() -> dict[str, int]:
     compiled models: only swap can take it), ``file`` (memory-mapped files such as
     OpenVINO IR weights and safetensors: the OS can drop and re-read those pages) and
     ``shmem``. Empty where /proc is missing."""
-    names = {"RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
-    out: dict[str, int] = {}
-    try:
-        for line in (_PROC / "status").read_text().splitlines():
-            key = line.split(":", 1)[0] + ":"
-            if key in names:
-                out[names[key]] = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return {}
-    return out
+    names = {"RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
+    status = _status_bytes()
+    return {short: status[key] for key, short in names.items() if key in status}
 
 
 def file_mappings(top: int = 5) -> list[tuple[str, int]]:
