@@ -15,10 +15,15 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.chat_page import TIMEOUT_MS, ChatPage
-from tests.browser.test_vision_browser import Console, attach_and_send, window_photo
+from tests.browser.test_vision_browser import (
+    Console,
+    attach_and_send,
+    send_mask_and_inpaint,
+    window_photo,
+)
 from tests.support.app_process import AppProcess, app_env
 from tests.support.fake_ollama import FakeOllama, Reply
-from tests.support.replies import DESCRIPTION, PROPOSAL, REGION
+from tests.support.replies import DESCRIPTION
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -66,14 +71,7 @@ def test_change_the_x_shows_the_mask_in_the_painter_and_accepting_inpaints(
     expect(field).to_have_value("a red mug")
     chat.shot("mask-words-01-proposed", use)
 
-    images_before = chat.images.count()
-    requests_before = len(ollama.chat_requests())
-    ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
-    use.click()
-    expect(chat.page.get_by_text("Mask sent ✓")).to_be_visible()
-    chat.bot_says("the result is above", timeout_ms=30_000)
-    chat.wait_images(images_before + 2)
-    region, proposal = ollama.chat_requests()[requests_before:][:2]
+    region, proposal = send_mask_and_inpaint(chat, use, ollama)
     assert any(m.get("images") for m in region["messages"])  # the crop under the mask
     assert "a red mug" in str(proposal["messages"])
     chat.shot("mask-words-02-before-after", chat.images.last)

@@ -76,6 +76,22 @@ def en_chat(app: AppProcess, new_context: Callable[..., Any]) -> tuple[ChatPage,
     return chat, console
 
 
+def send_mask_and_inpaint(chat: ChatPage, use: Any, ollama: FakeOllama
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Click the painter's "use" button and wait for the inpaint: the mask is sent, the
+    model describes the region and proposes the edit (REGION, PROPOSAL), and the
+    before/after pair arrives. Returns those two chat requests."""
+    images_before = chat.images.count()
+    requests_before = len(ollama.chat_requests())
+    ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
+    use.click()
+    expect(chat.page.get_by_text("Mask sent ✓")).to_be_visible()
+    chat.bot_says("the result is above", timeout_ms=30_000)
+    chat.wait_images(images_before + 2)
+    region, proposal = ollama.chat_requests()[requests_before:][:2]
+    return region, proposal
+
+
 def attach_and_send(chat: ChatPage, photo: Path, text: str) -> None:
     """Attach through the composer's hidden file input, wait for the upload, send."""
     chat.page.locator("#upload-button-input").set_input_files(str(photo))
@@ -146,16 +162,9 @@ def test_paint_a_mask_in_the_painter_and_get_before_after(
     chat.page.get_by_placeholder("What should appear there? (optional)").fill("a red mug")
     chat.shot("vision-04-painted", use)
 
-    images_before = chat.images.count()
-    requests_before = len(ollama.chat_requests())
-    ollama.enqueue(Reply(data=REGION), Reply(data=PROPOSAL))
-    use.click()
-    expect(chat.page.get_by_text("Mask sent ✓")).to_be_visible()
-    chat.bot_says("the result is above", timeout_ms=30_000)
-    chat.wait_images(images_before + 2)
+    region, proposal = send_mask_and_inpaint(chat, use, ollama)
     expect(chat.bot.filter(has_text="I'll paint").last).to_contain_text("a red ceramic mug")
 
-    region, proposal = ollama.chat_requests()[requests_before:][:2]
     assert any(m.get("images") for m in region["messages"])  # the crop under the mask
     assert "a red mug" in str(proposal["messages"])  # the painter's instruction went along
     chat.shot("vision-05-before-after", chat.images.last)
